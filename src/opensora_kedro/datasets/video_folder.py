@@ -1,0 +1,85 @@
+"""A folder of media files as one Kedro dataset."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kedro.io import AbstractDataset, DatasetError
+
+# Written into every folder this dataset creates; a folder without it holds
+# someone's own files and is never replaced.
+MARKER = ".opensora_kedro_folder"
+
+
+@dataclass(frozen=True)
+class VideoFolder:
+    """The files under ``root`` (relative POSIX paths, sorted, hidden files excluded)."""
+
+    root: Path
+    files: list[str] = field(default_factory=list)
+
+    def path(self, relative: str) -> Path:
+        """Absolute path of one listed file."""
+        return self.root / relative
+
+
+class VideoFolderDataset(AbstractDataset[dict[str, bytes], VideoFolder]):
+    """Loads a folder as a :class:`VideoFolder` listing; saves ``{relative_name: bytes}``.
+
+    Saving replaces the folder's whole content at once: the files are written to a
+    sibling temporary folder that is then renamed into place, so a failed save
+    leaves the previous content intact. A folder that this dataset did not create
+    is refused rather than replaced.
+    """
+
+    def __init__(self, path: str, metadata: dict[str, Any] | None = None) -> None:
+        self._root = Path(path)
+        self.metadata = metadata
+
+    def load(self) -> VideoFolder:
+        if not self._root.is_dir():
+            raise DatasetError(f"video folder {self._root} does not exist")
+        files = sorted(
+            path.relative_to(self._root).as_posix()
+            for path in self._root.rglob("*")
+            if path.is_file()
+            and not any(part.startswith(".") for part in path.relative_to(self._root).parts)
+        )
+        return VideoFolder(root=self._root.resolve(), files=files)
+
+    def save(self, data: dict[str, bytes]) -> None:
+        root = self._root
+        if root.exists() and any(root.iterdir()) and not (root / MARKER).exists():
+            raise DatasetError(
+                f"refusing to replace {root}: it holds files this dataset did not write "
+                f"(no {MARKER} marker); point the catalog entry at another folder"
+            )
+        root.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+        try:
+            for name, content in data.items():
+                target = staging / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(content)
+            (staging / MARKER).touch()
+            if root.exists():
+                retired = root.with_name(f".{root.name}.old")
+                shutil.rmtree(retired, ignore_errors=True)
+                os.replace(root, retired)
+                os.replace(staging, root)
+                shutil.rmtree(retired)
+            else:
+                os.replace(staging, root)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def _exists(self) -> bool:
+        return self._root.is_dir()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": str(self._root)}

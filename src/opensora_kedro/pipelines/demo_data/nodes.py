@@ -1,0 +1,40 @@
+"""Nodes of the ``demo_data`` pipeline: render the embedded default's captioned clips."""
+
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+
+from opensora_kedro.video.codec import encode_image, encode_mp4
+from opensora_kedro.video.render import ClipSpec, plan_demo_clips, render_frames
+
+logger = logging.getLogger(__name__)
+
+
+def plan_clips(params: dict) -> list[ClipSpec]:
+    """The clips to render, chosen deterministically from ``params`` (parameters_demo_data.yml)."""
+    return plan_demo_clips(
+        num_clips=params["num_clips"],
+        num_images=params["num_images"],
+        sizes=[tuple(size) for size in params["sizes"]],
+        fps_choices=params["fps"],
+        lengths=params["lengths"],
+        seed=params["seed"],
+    )
+
+
+def render_clips(specs: list[ClipSpec], crf: int) -> tuple[dict[str, bytes], pd.DataFrame]:
+    """Render and encode every clip; returns the files and the ``path,text`` captions table."""
+    files, captions = {}, []
+    for spec in specs:
+        frames = render_frames(spec)
+        if spec.suffix == ".mp4":
+            content = encode_mp4(frames, spec.fps, crf=crf)
+        else:
+            content = encode_image(frames[0], spec.suffix)
+        name = f"{spec.name}{spec.suffix}"
+        files[name] = content
+        captions.append({"path": name, "text": spec.caption})
+    logger.info("rendered %d demo clips", len(files))
+    return files, pd.DataFrame(captions, columns=["path", "text"])

@@ -1,0 +1,154 @@
+"""Synthetic captioned clips: a shape of a known colour moving in a known direction.
+
+The demo domain of the embedded default. Everything a caption says (colour, shape,
+direction) can be measured back from the pixels, which the evaluation relies on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (220, 40, 40),
+    "orange": (240, 140, 20),
+    "yellow": (230, 220, 40),
+    "green": (40, 190, 60),
+    "blue": (40, 80, 230),
+    "purple": (150, 50, 210),
+}
+SHAPES = ("circle", "square", "triangle")
+# Unit displacement over the whole clip, in (x, y) image coordinates (y grows downwards).
+DIRECTIONS: dict[str, tuple[int, int]] = {
+    "left": (-1, 0),
+    "right": (1, 0),
+    "up": (0, -1),
+    "down": (0, 1),
+    "static": (0, 0),
+}
+BACKGROUND = (40, 40, 48)
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    """Everything needed to render one clip deterministically."""
+
+    name: str
+    colour: str
+    shape: str
+    direction: str
+    width: int
+    height: int
+    fps: float
+    num_frames: int
+    suffix: str = ".mp4"  # ".mp4" for clips, ".png" / ".jpg" for stills
+    seed: int = 0
+
+    @property
+    def caption(self) -> str:
+        """The clip's caption, e.g. ``"a red circle moving left"``."""
+        article = "an" if self.colour[0] in "aeiou" else "a"
+        motion = "staying still" if self.direction == "static" else f"moving {self.direction}"
+        return f"{article} {self.colour} {self.shape} {motion}"
+
+
+def _shape_mask(shape: str, xs: np.ndarray, ys: np.ndarray, cx: float, cy: float, r: float):
+    dx, dy = xs - cx, ys - cy
+    if shape == "circle":
+        return dx * dx + dy * dy <= r * r
+    if shape == "square":
+        return (np.abs(dx) <= 0.85 * r) & (np.abs(dy) <= 0.85 * r)
+    if shape == "triangle":  # pointing up, base at cy + r
+        return (dy >= -r) & (dy <= r) & (np.abs(dx) <= (dy + r) / 2)
+    raise ValueError(f"unknown shape {shape!r}; known: {SHAPES}")
+
+
+def object_path(spec: ClipSpec) -> tuple[np.ndarray, np.ndarray, float]:
+    """Centre positions (x, y) per frame and the radius of the moving shape.
+
+    The shape travels half the frame along its direction over the clip and never
+    leaves the frame.
+    """
+    rng = np.random.default_rng(spec.seed)
+    radius = 0.15 * min(spec.width, spec.height)
+    dir_x, dir_y = DIRECTIONS[spec.direction]
+    progress = np.linspace(-0.5, 0.5, spec.num_frames) if spec.num_frames > 1 else np.zeros(1)
+    # Along the motion axis the path spans the middle half; across it, a random lane.
+    lane_x = rng.uniform(radius, spec.width - radius)
+    lane_y = rng.uniform(radius, spec.height - radius)
+    xs = (
+        spec.width / 2 + dir_x * progress * spec.width / 2
+        if dir_x
+        else np.full_like(progress, lane_x)
+    )
+    ys = (
+        spec.height / 2 + dir_y * progress * spec.height / 2
+        if dir_y
+        else np.full_like(progress, lane_y)
+    )
+    return xs, ys, radius
+
+
+def render_frames(spec: ClipSpec) -> np.ndarray:
+    """Render the clip as uint8 RGB frames, ``T x H x W x 3``."""
+    ys_grid, xs_grid = np.mgrid[0 : spec.height, 0 : spec.width].astype(np.float32)
+    # A faint static vertical gradient, so the background is not a flat colour.
+    shade = (ys_grid / max(spec.height - 1, 1) * 24).astype(np.int16)[..., None]
+    background = np.clip(np.array(BACKGROUND, np.int16) + shade, 0, 255).astype(np.uint8)
+    colour = np.array(COLOURS[spec.colour], np.uint8)
+    xs, ys, radius = object_path(spec)
+    frames = np.empty((spec.num_frames, spec.height, spec.width, 3), np.uint8)
+    for index, (cx, cy) in enumerate(zip(xs, ys, strict=True)):
+        frames[index] = background
+        frames[index][_shape_mask(spec.shape, xs_grid, ys_grid, cx, cy, radius)] = colour
+    return frames
+
+
+def plan_demo_clips(
+    num_clips: int,
+    num_images: int,
+    sizes: list[tuple[int, int]],
+    fps_choices: list[float],
+    lengths: list[int],
+    seed: int,
+) -> list[ClipSpec]:
+    """Choose ``num_clips`` videos and ``num_images`` stills, deterministically by seed.
+
+    Colours, shapes and directions are cycled so every combination appears as
+    evenly as the count allows; sizes, fps and lengths are drawn at random, with
+    the first clips pinned to the extremes of ``lengths`` so both always occur.
+    """
+    rng = np.random.default_rng(seed)
+    colours, directions = list(COLOURS), list(DIRECTIONS)
+    specs = []
+    for index in range(num_clips + num_images):
+        is_image = index >= num_clips
+        width, height = sizes[int(rng.integers(len(sizes)))]
+        if is_image:
+            num_frames, fps = 1, 0.0
+            suffix = (".png", ".jpg")[(index - num_clips) % 2]
+        else:
+            # One clip each of the extreme lengths; the rest avoid single frames, which
+            # carry no motion.
+            moving = [length for length in lengths if length > 1] or lengths
+            pinned = {0: min(lengths), 1: max(lengths)}
+            num_frames = pinned.get(index, int(moving[int(rng.integers(len(moving)))]))
+            fps = float(fps_choices[int(rng.integers(len(fps_choices)))])
+            suffix = ".mp4"
+        specs.append(
+            ClipSpec(
+                name=f"demo_{index:04d}",
+                colour=colours[index % len(colours)],
+                shape=SHAPES[(index // len(colours)) % len(SHAPES)],
+                # One frame cannot show motion, so its caption must not claim any.
+                direction="static" if num_frames == 1 else directions[index % len(directions)],
+                width=int(width),
+                height=int(height),
+                fps=fps,
+                num_frames=num_frames,
+                suffix=suffix,
+                seed=seed * 100_003 + index,
+            )
+        )
+    return specs
