@@ -86,3 +86,14 @@ def test_viz_build_shows_every_pipeline(project):
     assert {"__default__", "demo_data", "data_processing"} <= pipelines
     layers = set(main["layers"])
     assert {"raw", "intermediate"} <= layers
+
+
+@pytest.mark.slow
+def test_invalid_params_fail_before_any_node_runs(project):
+    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true"}
+    args = [KEDRO, "run", "--params=demo_data.crf=99,diffusion_stage1.optim.lr=2"]
+    result = subprocess.run(args, cwd=project, env=env, capture_output=True, text=True, timeout=300)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "demo_data.crf = 99" in output and "diffusion_stage1.optim.lr = 2" in output
+    assert "Running node" not in output

@@ -1,13 +1,17 @@
 """Project settings: how Kedro loads configuration and which hooks run."""
 
 import os
+import warnings
 
-from kedro.config import OmegaConfigLoader
+from opensora_kedro.config.loader import ProjectConfigLoader
 
 # Telemetry would try the network, which a cluster node or CI machine may not have.
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
+# Kedro 1.7 still calls OmegaConf's deprecated resolver API on every run; not ours to fix.
+warnings.filterwarnings("ignore", message=".*register_new_resolver.*", category=UserWarning)
 
-CONFIG_LOADER_CLASS = OmegaConfigLoader
+# Parameters come out merged, inherited (stages), hardware-resolved and validated.
+CONFIG_LOADER_CLASS = ProjectConfigLoader
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",

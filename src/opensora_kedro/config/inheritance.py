@@ -1,0 +1,64 @@
+"""Stage inheritance: a group names the group it ``extends``; resolved after env merging."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from opensora_kedro.config.errors import ConfigIssue
+from opensora_kedro.config.merge import Sources, deep_merge
+
+EXTENDS = "extends"
+
+
+def _chain(name: str, groups: dict[str, Any]) -> list[str] | ConfigIssue:
+    """Ancestors of ``name``, root first, or the issue that breaks the chain."""
+    chain = [name]
+    while True:
+        parent = groups[chain[-1]].get(EXTENDS)
+        if parent is None:
+            return list(reversed(chain))
+        if parent not in groups or not isinstance(groups[parent], dict):
+            return ConfigIssue(
+                (chain[-1], EXTENDS), parent, "names a parameter group that does not exist"
+            )
+        if parent in chain:
+            cycle = " -> ".join([*chain, parent])
+            return ConfigIssue((name, EXTENDS), parent, f"inheritance cycle: {cycle}")
+        chain.append(parent)
+
+
+def resolve_inheritance(
+    params: dict[str, Any], raw_layers: list[tuple[str, dict, Sources]], sources: Sources
+) -> tuple[dict[str, Any], list[ConfigIssue]]:
+    """Resolve every group that ``extends`` another.
+
+    A child is rebuilt as: its root ancestor, then each descendant's *own* values
+    merged in order (so ``_delete_`` in a child replaces what it inherits). The
+    own values of a group are what the env layers and ``--params`` said for it,
+    which ``raw_layers`` keeps as ``(origin, tree, sources)`` in merge order; an
+    override on a parent therefore reaches every child that does not set the key.
+    ``sources`` is updated so inherited values name the file that set them.
+    """
+    groups = {name: value for name, value in params.items() if isinstance(value, dict)}
+    resolved, issues = dict(params), []
+    for name in groups:
+        if groups[name].get(EXTENDS) is None:
+            continue
+        chain = _chain(name, groups)
+        if isinstance(chain, ConfigIssue):
+            issues.append(chain)
+            continue
+        group_sources: Sources = {}
+        merged: dict[str, Any] = {}
+        for ancestor in chain:
+            for origin, layer, _ in raw_layers:
+                own = layer.get(ancestor)
+                if isinstance(own, dict):
+                    suffix = "" if ancestor == name else f" (inherited from {ancestor})"
+                    merged = deep_merge(merged, own, origin + suffix, group_sources)
+        merged[EXTENDS] = groups[name][EXTENDS]
+        resolved[name] = merged
+        for key in [key for key in sources if key and key[0] == name]:
+            del sources[key]
+        sources.update({(name, *path): origin for path, origin in group_sources.items()})
+    return resolved, issues

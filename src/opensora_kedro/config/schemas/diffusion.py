@@ -1,0 +1,140 @@
+"""Diffusion training stages (image, stage1, stage2, stage1_i2v, stage2_i2v)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
+
+from opensora_kedro.config.schemas.common import (
+    AutoencoderParams,
+    BucketConfig,
+    CondType,
+    Dtype,
+    NonNegativeInt,
+    OptimizerParams,
+    Params,
+    PluginConfigParams,
+    PluginName,
+    PositiveInt,
+    Probability,
+    TextEncoderParams,
+    bucket_frame_issues,
+    plugin_issues,
+)
+
+
+class VideoDatasetParams(Params):
+    """Where training clips come from and how they are read."""
+
+    type: Literal["video_text", "cached_video_text"] = Field(
+        "video_text", description="dataset class: decode clips, or read cached latents"
+    )
+    transform_name: Literal["resize_crop", "center"] = Field(
+        "resize_crop", description="how a clip is fitted to its bucket's size"
+    )
+    fps_max: Annotated[float, Field(gt=0)] | None = Field(
+        24, description="frames above this rate are strided down (null: never)"
+    )
+    vmaf: bool = Field(True, description="append the motion score to training captions")
+    memory_efficient: bool = Field(False, description="stream the table instead of loading it")
+
+
+class MMDiTParams(Params):
+    """The MMDiT (Flux-style) diffusion transformer."""
+
+    type: Literal["flux"] = Field("flux", description="registered model type")
+    from_pretrained: str | None = Field(None, description="checkpoint to start from, or null")
+    strict_load: bool = Field(False, description="fail on missing or unexpected weights")
+    guidance_embed: bool = Field(False, description="embed a guidance scale (distilled models)")
+    fused_qkv: bool = Field(False, description="one projection for q, k and v")
+    use_liger_rope: bool = Field(True, description="use the Liger fused RoPE kernel when present")
+    cond_embed: bool = Field(False, description="input for i2v/v2v conditioning latents")
+    in_channels: PositiveInt = Field(64, description="latent channels x patch area")
+    vec_in_dim: PositiveInt = Field(768, description="width of the pooled CLIP vector")
+    context_in_dim: PositiveInt = Field(4096, description="width of the T5 token embeddings")
+    hidden_size: PositiveInt = Field(3072, description="transformer width")
+    mlp_ratio: Annotated[float, Field(gt=0)] = Field(4.0, description="MLP width / hidden size")
+    num_heads: PositiveInt = Field(24, description="attention heads")
+    depth: NonNegativeInt = Field(19, description="double-stream blocks")
+    depth_single_blocks: NonNegativeInt = Field(38, description="single-stream blocks")
+    axes_dim: tuple[PositiveInt, PositiveInt, PositiveInt] = Field(
+        (16, 56, 56), description="RoPE dims per (t, h, w) axis; sum = head dim"
+    )
+    theta: PositiveInt = Field(10000, description="RoPE base")
+    qkv_bias: bool = Field(True, description="bias in the qkv projection")
+    patch_size: PositiveInt = Field(2, description="latent patch side (1 for DC-AE latents)")
+
+    def cross_checks(self, context: dict[str, Any]) -> list[tuple[tuple, Any, str]]:
+        head_dim = sum(self.axes_dim)
+        if self.hidden_size != self.num_heads * head_dim:
+            rule = f"must equal num_heads * sum(axes_dim) = {self.num_heads} * {head_dim}"
+            return [(("hidden_size",), self.hidden_size, rule)]
+        return []
+
+
+class DiffusionStageParams(Params):
+    """One diffusion training stage; a stage states only what differs from the one it extends."""
+
+    extends: str | None = Field(None, description="the stage this one inherits from")
+    dataset: VideoDatasetParams = Field(description="training data")
+    bucket_config: BucketConfig = Field(
+        description="{resolution: {num_frames: [probability, batch_size per GPU]}}"
+    )
+    model: MMDiTParams = Field(description="the diffusion model")
+    grad_ckpt_settings: tuple[NonNegativeInt, NonNegativeInt] | None = Field(
+        None, description="checkpoint the first a double and b single blocks"
+    )
+    grad_ckpt_buffer_size: NonNegativeInt | None = Field(
+        None, description="pinned CPU bytes for offloading checkpointed activations"
+    )
+    dropout_ratio: dict[Literal["t5", "clip"], Probability] = Field(
+        description="probability of replacing each encoder's caption with the empty one"
+    )
+    ae: AutoencoderParams = Field(description="the video autoencoder")
+    is_causal_vae: bool = Field(True, description="the VAE is causal: frame counts are 4k+1")
+    t5: TextEncoderParams = Field(description="T5 text encoder")
+    clip: TextEncoderParams = Field(description="CLIP text encoder")
+    optim: OptimizerParams = Field(description="optimizer")
+    warmup_steps: NonNegativeInt = Field(0, description="linear learning-rate warm-up steps")
+    update_warmup_steps: bool = Field(True, description="count warm-up in optimizer updates")
+    grad_clip: Annotated[float, Field(gt=0)] | None = Field(1.0, description="max grad norm")
+    accumulation_steps: PositiveInt = Field(1, description="micro-batches per optimizer update")
+    ema_decay: Annotated[float, Field(gt=0, lt=1)] | None = Field(
+        None, description="EMA decay of the weights, or null for no EMA"
+    )
+    dtype: Dtype = Field("bf16", description="training precision ('auto': from the hardware)")
+    plugin: PluginName = Field("zero2", description="ColossalAI Booster plugin")
+    plugin_config: PluginConfigParams = Field(description="plugin settings")
+    grad_checkpoint: bool = Field(True, description="gradient checkpointing ('auto' allowed)")
+    batch_size_scale: Annotated[float, Field(gt=0)] = Field(
+        1.0, description="multiplies every bucket batch size ('auto': from GPU memory)"
+    )
+    num_workers: NonNegativeInt = Field(12, description="data-loader worker processes")
+    prefetch_factor: PositiveInt | None = Field(2, description="batches prefetched per worker")
+    num_bucket_build_workers: PositiveInt = Field(64, description="processes building buckets")
+    seed: int = Field(42, description="seed of sampling, noise and initialisation")
+    epochs: PositiveInt = Field(1000, description="passes over the data")
+    max_steps: PositiveInt | None = Field(None, description="stop after this many updates")
+    log_every: PositiveInt = Field(10, description="steps between metric logs")
+    ckpt_every: PositiveInt = Field(100, description="steps between checkpoints")
+    keep_n_latest: PositiveInt = Field(20, description="checkpoints kept on disk")
+    condition_config: dict[CondType, Annotated[float, Field(ge=0)]] | None = Field(
+        None, description="weights of the conditioning types drawn per sample (null: t2v)"
+    )
+    sigma_min: Annotated[float, Field(ge=0, lt=1)] = Field(1e-5, description="rectified-flow σ_min")
+
+    def cross_checks(self, context: dict[str, Any]) -> list[tuple[tuple, Any, str]]:
+        issues = [
+            (("model", *path), value, rule)
+            for path, value, rule in self.model.cross_checks(context)
+        ]
+        if self.is_causal_vae:
+            issues += bucket_frame_issues(
+                self.bucket_config, "a causal VAE needs 4k+1 frames", lambda t: (t - 1) % 4 == 0
+            )
+        if self.condition_config is not None and sum(self.condition_config.values()) <= 0:
+            issues.append((("condition_config",), self.condition_config, "weights must sum to > 0"))
+        world = context.get("world_size", 1)
+        issues += plugin_issues(self.plugin, self.plugin_config, self.model.num_heads, world)
+        return issues

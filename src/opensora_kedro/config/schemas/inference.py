@@ -1,0 +1,101 @@
+"""Inference presets (256px, 768px, t2i2v_256px) and the inference pipeline's own group."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
+
+from opensora_kedro.config.schemas.common import (
+    AutoencoderParams,
+    Dtype,
+    NonNegativeInt,
+    Params,
+    PluginConfigParams,
+    PositiveInt,
+    RatioName,
+    ResolutionName,
+    TextEncoderParams,
+    plugin_issues,
+)
+from opensora_kedro.config.schemas.diffusion import MMDiTParams
+
+InferenceCondType = Literal[
+    "t2v", "i2v_head", "i2v_tail", "i2v_loop", "v2v_head", "v2v_tail", "v2v_head_half",
+    "v2v_tail_half",
+]  # fmt: skip
+
+
+class SamplingParams(Params):
+    """The sampler's settings (Open-Sora's ``sampling_option``)."""
+
+    resolution: ResolutionName = Field("256px", description="resolution name of the output")
+    aspect_ratio: RatioName = Field("16:9", description="output aspect ratio w:h")
+    num_frames: PositiveInt = Field(129, description="frames to generate (4k+1 for a causal VAE)")
+    num_steps: PositiveInt = Field(50, description="Euler steps")
+    shift: bool = Field(True, description="resolution/length-dependent timestep shift")
+    temporal_reduction: PositiveInt = Field(4, description="VAE temporal compression")
+    is_causal_vae: bool = Field(True, description="the VAE is causal")
+    guidance: Annotated[float, Field(ge=0)] = Field(7.5, description="text guidance scale")
+    guidance_img: Annotated[float, Field(ge=0)] = Field(3.0, description="image guidance scale")
+    text_osci: bool = Field(True, description="oscillate text guidance between steps")
+    image_osci: bool = Field(True, description="oscillate image guidance between steps")
+    scale_temporal_osci: bool = Field(True, description="scale image guidance over time")
+    method: Literal["i2v", "distill"] = Field("i2v", description="denoiser")
+    seed: int | None = Field(None, description="sampling seed (null: the run's seed)")
+
+
+class InferenceParams(Params):
+    """Generation settings; a preset states only what differs from the one it extends."""
+
+    extends: str | None = Field(None, description="the preset this one inherits from")
+    save_dir: str = Field("samples", description="folder of generated videos")
+    seed: int = Field(42, description="base seed")
+    batch_size: PositiveInt = Field(1, description="prompts generated together")
+    dtype: Dtype = Field("bf16", description="inference precision ('auto': from the hardware)")
+    cond_type: InferenceCondType = Field("t2v", description="conditioning on reference frames")
+    sampling_option: SamplingParams = Field(description="sampler settings")
+    motion_score: str = Field("4", description="motion score put into the prompt")
+    fps_save: PositiveInt = Field(24, description="frame rate of saved videos")
+    model: MMDiTParams = Field(description="the diffusion model")
+    ae: AutoencoderParams = Field(description="the video autoencoder")
+    t5: TextEncoderParams = Field(description="T5 text encoder")
+    clip: TextEncoderParams = Field(description="CLIP text encoder")
+    plugin: Literal["hybrid"] | None = Field(None, description="parallel plugin for the model")
+    plugin_config: PluginConfigParams | None = Field(None, description="its settings")
+    plugin_ae: Literal["hybrid"] | None = Field(None, description="parallel plugin for the VAE")
+    plugin_config_ae: PluginConfigParams | None = Field(None, description="its settings")
+    use_t2i2v: bool = Field(False, description="make the first frame with an image model first")
+    img_flux: MMDiTParams | None = Field(None, description="the image model of t2i2v")
+    img_flux_ae: dict[str, Any] | None = Field(None, description="the image model's autoencoder")
+    img_resolution: ResolutionName | None = Field(None, description="resolution of t2i2v images")
+    prompt: str | None = Field(None, description="one prompt to generate")
+    prompt_csv: str | None = Field(None, description="CSV of prompts (columns text, optional ref)")
+    ref: str | None = Field(None, description="reference image or video for i2v/v2v")
+    num_samples: PositiveInt = Field(1, description="videos per prompt")
+    offload_model: bool = Field(False, description="keep idle models on the CPU")
+    start_index: NonNegativeInt | None = Field(None, description="first prompt of the CSV")
+    end_index: NonNegativeInt | None = Field(None, description="prompt after the last one")
+
+    def cross_checks(self, context: dict[str, Any]) -> list[tuple[tuple, Any, str]]:
+        issues = [
+            (("model", *path), value, rule)
+            for path, value, rule in self.model.cross_checks(context)
+        ]
+        frames = self.sampling_option.num_frames
+        if self.sampling_option.is_causal_vae and (frames - 1) % 4:
+            issues.append(
+                (("sampling_option", "num_frames"), frames, "a causal VAE needs 4k+1 frames")
+            )
+        world = context.get("world_size", 1)
+        issues += plugin_issues(self.plugin, self.plugin_config, self.model.num_heads, world)
+        issues += [
+            (("plugin_config_ae", *path[1:]), value, rule)
+            for path, value, rule in plugin_issues(
+                self.plugin_ae, self.plugin_config_ae, None, world
+            )
+            if path[0] == "plugin_config"
+        ]
+        if self.use_t2i2v and self.img_flux is None:
+            issues.append((("img_flux",), None, "t2i2v needs the image model"))
+        return issues

@@ -1,0 +1,107 @@
+"""A table of invalid configurations: each fails resolution, naming the key path and its file."""
+
+import pytest
+
+from opensora_kedro.config.errors import ConfigError
+from opensora_kedro.config.resolve import resolve_parameters
+from tests.config.conftest import CPU
+
+ORIGIN = "conf/local/parameters_bad.yml"
+S1 = "diffusion_stage1"
+
+CASES = [
+    # wrong types
+    ({S1: {"optim": {"lr": "fast"}}}, "diffusion_stage1.optim.lr", "valid number"),
+    ({S1: {"epochs": 2.5}}, "diffusion_stage1.epochs", "valid integer"),
+    ({S1: {"grad_checkpoint": "sometimes"}}, "diffusion_stage1.grad_checkpoint", "valid boolean"),
+    ({S1: {"model": {"axes_dim": [16, 56]}}}, "diffusion_stage1.model.axes_dim", "too few items"),
+    ({"demo_data": {"sizes": "big"}}, "demo_data.sizes", "valid list"),
+    ({"launcher": {"nproc_per_node": "eight"}}, "launcher.nproc_per_node", "valid integer"),
+    ({S1: {"dataset": "clips.csv"}}, "diffusion_stage1.dataset", "valid dictionary"),
+    # out-of-range values
+    ({S1: {"optim": {"lr": 0}}}, "diffusion_stage1.optim.lr", "greater than 0"),
+    ({S1: {"optim": {"lr": 2.0}}}, "diffusion_stage1.optim.lr", "less than or equal to 1"),
+    ({S1: {"ema_decay": 1.5}}, "diffusion_stage1.ema_decay", "less than 1"),
+    ({S1: {"accumulation_steps": 0}}, "diffusion_stage1.accumulation_steps", "greater than 0"),
+    ({S1: {"dropout_ratio": {"t5": 1.2}}}, "diffusion_stage1.dropout_ratio.t5", "less than or equal to 1"),
+    ({S1: {"dtype": "fp8"}}, "diffusion_stage1.dtype", "'bf16', 'fp16' or 'fp32'"),
+    ({S1: {"plugin": "gemini"}}, "diffusion_stage1.plugin", "'ddp', 'zero2' or 'hybrid'"),
+    ({"demo_data": {"crf": 60}}, "demo_data.crf", "less than or equal to 51"),
+    ({"demo_data": {"sizes": [[97, 64]]}}, "demo_data.sizes.0", "even width and height"),
+    ({"inference_256px": {"batch_size": 0}}, "inference_256px.batch_size", "greater than 0"),
+    ({"inference_256px": {"sampling_option": {"num_frames": 32}}},
+     "inference_256px.sampling_option.num_frames", "4k+1"),  # fmt: skip
+    ({"inference_256px": {"sampling_option": {"aspect_ratio": "wide"}}},
+     "inference_256px.sampling_option.aspect_ratio", "not an aspect ratio"),  # fmt: skip
+    ({"inference_256px": {"cond_type": "i2v_middle"}}, "inference_256px.cond_type", "v2v_tail_half"),
+    # unknown keys, with a suggestion
+    ({S1: {"optim": {"learning_rate": 1e-4}}}, "diffusion_stage1.optim.learning_rate", "did you mean 'lr'"),
+    ({S1: {"ckpt_evry": 10}}, "diffusion_stage1.ckpt_evry", "did you mean 'ckpt_every'"),
+    ({S1: {"model": {"hidden": 64}}}, "diffusion_stage1.model.hidden", "unknown key"),
+    ({"diffusion_stgae1": {"seed": 1}}, "diffusion_stgae1", "did you mean 'diffusion_stage1'"),
+    ({"demo_dta": {"seed": 1}}, "demo_dta", "did you mean 'demo_data'"),
+    # broken inheritance
+    ({S1: {"extends": "diffusion_imgae"}}, "diffusion_stage1.extends", "does not exist"),
+    ({"diffusion_image": {"extends": "diffusion_stage1_i2v"}}, "extends", "inheritance cycle"),
+    ({"diffusion_image": {"extends": "diffusion_image"}}, "diffusion_image.extends", "cycle"),
+    # inconsistent model dims
+    ({S1: {"model": {"hidden_size": 96}}}, "diffusion_stage1.model.hidden_size", "num_heads * sum(axes_dim)"),
+    ({S1: {"model": {"num_heads": 3}}}, "diffusion_stage1.model.hidden_size", "num_heads * sum(axes_dim)"),
+    # parallel sizes
+    ({S1: {"plugin_config": {"sp_size": 2, "enable_sequence_parallelism": True}}},
+     "diffusion_stage1.plugin", "needs plugin 'hybrid'"),  # fmt: skip
+    ({"diffusion_stage2": {"plugin": "hybrid", "plugin_config": {"sp_size": 2, "enable_sequence_parallelism": True}}},
+     "diffusion_stage2.plugin_config.sp_size", "exceeds the 1 device"),  # fmt: skip
+    ({"diffusion_stage2": {"plugin": "hybrid", "plugin_config": {"tp_size": 1}}, "launcher": {"nproc_per_node": 8},
+      S1: {"plugin": "hybrid", "plugin_config": {"tp_size": 3}}},
+     "diffusion_stage1.plugin_config.tp_size", "must divide"),  # fmt: skip
+    ({S1: {"plugin": "hybrid", "plugin_config": {"sp_size": 1}}, "diffusion_stage2": {"plugin_config": {"sp_size": 1}},
+      "launcher": {"nproc_per_node": 2}, "diffusion_stage1_i2v": {"plugin_config": {"sp_size": 2}}},
+     "diffusion_stage1_i2v.plugin_config.enable_sequence_parallelism", "sp_size > 1"),  # fmt: skip
+    # bad bucket_config shapes
+    ({S1: {"bucket_config": {"_delete_": True, "96pix": {1: [1.0, 4]}}}},
+     "diffusion_stage1.bucket_config.96pix", "not a resolution name"),  # fmt: skip
+    ({S1: {"bucket_config": {"_delete_": True, "96px": {1: [1.5, 4]}}}},
+     "diffusion_stage1.bucket_config.96px.1", "less than or equal to 1"),  # fmt: skip
+    ({S1: {"bucket_config": {"_delete_": True, "96px": {9: [1.0, 0]}}}},
+     "diffusion_stage1.bucket_config.96px.9", "greater than 0"),  # fmt: skip
+    ({S1: {"bucket_config": {"_delete_": True, "96px": {"nine": [1.0, 2]}}}},
+     "diffusion_stage1.bucket_config.96px", "valid integer"),  # fmt: skip
+    ({S1: {"bucket_config": {"_delete_": True, "96px": {9: 1.0}}}},
+     "diffusion_stage1.bucket_config.96px.9", "valid"),  # fmt: skip
+    ({S1: {"bucket_config": {"_delete_": True, "96px": {8: [1.0, 2]}}}},
+     "diffusion_stage1.bucket_config.96px.8", "4k+1"),  # fmt: skip
+    ({S1: {"bucket_config": {"_delete_": True, "96px": {9: [[0.5, 1.2], 2]}}}},
+     "diffusion_stage1.bucket_config.96px.9", "less than or equal to 1"),  # fmt: skip
+    ({"vae_training": {"bucket_config": {"_delete_": True, "96px": {9: [1.0, 1]}}, "model": {"is_causal": False}}},
+     "vae_training.bucket_config.96px.9", "multiple of the temporal compression"),  # fmt: skip
+    # conditioning weights
+    ({S1: {"condition_config": {"t2v": 0, "i2v_head": 0}}}, "diffusion_stage1.condition_config", "sum to > 0"),
+    ({S1: {"condition_config": {"t2v": -1}}}, "diffusion_stage1.condition_config.t2v", "greater than or equal to 0"),
+    ({S1: {"condition_config": {"i2v_middle": 1}}}, "diffusion_stage1.condition_config", "i2v_head"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("override", "key", "rule"), CASES, ids=[c[1] + ":" + c[2][:20] for c in CASES]
+)
+def test_invalid_config_names_key_rule_and_file(local_layers, override, key, rule):
+    with pytest.raises(ConfigError) as error:
+        resolve_parameters([*local_layers, (ORIGIN, override)], CPU, env="local")
+    message = str(error.value)
+    line = next((line for line in message.splitlines() if key in line and rule in line), None)
+    assert line is not None, message
+    if "inherit" not in line:
+        assert "[conf/" in line or "[--params]" in line, line
+
+
+def test_every_error_is_reported_at_once(local_layers):
+    override = {S1: {"optim": {"lr": 5.0}, "epochs": 0, "seed": "x"}, "demo_data": {"crf": -1}}
+    with pytest.raises(ConfigError) as error:
+        resolve_parameters([*local_layers, (ORIGIN, override)], CPU)
+    assert len(error.value.issues) == 4
+    assert all(issue.source == ORIGIN for issue in error.value.issues)
+
+
+def test_the_table_is_large_enough():
+    assert len(CASES) >= 30

@@ -1,0 +1,92 @@
+"""The project's `kedro config` commands, through Kedro's own CLI entry point."""
+
+import pytest
+import yaml
+from click.testing import CliRunner
+from kedro.framework.cli.cli import KedroCLI
+from kedro.framework.startup import bootstrap_project
+
+from tests.conftest import PROJECT_ROOT
+
+
+@pytest.fixture
+def kedro(monkeypatch):
+    monkeypatch.chdir(PROJECT_ROOT)
+    bootstrap_project(PROJECT_ROOT)
+    cli = KedroCLI(project_path=PROJECT_ROOT)
+
+    def invoke(*args: str):
+        return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+    return invoke
+
+
+def test_check_passes_on_every_shipped_env(kedro):
+    result = kedro("config", "check")
+    assert result.exit_code == 0, result.output
+    assert {"base: ok", "local: ok", "cluster: ok"} <= {
+        line.split(" (")[0] for line in result.output.splitlines()
+    }
+
+
+def test_check_fails_on_a_bad_env(kedro, tmp_path, monkeypatch):
+    conf = tmp_path / "conf"
+    (conf / "base").mkdir(parents=True)
+    (conf / "base" / "parameters.yml").write_text("demo_data: {num_clips: -1}\n")
+    monkeypatch.setattr("kedro.framework.project.settings.CONF_SOURCE", str(conf))
+    result = kedro("config", "check")
+    assert result.exit_code == 1
+    assert "demo_data.num_clips = -1" in result.output
+    assert "demo_data.sizes" in result.output  # every issue, not just the first
+
+
+def test_show_prints_the_resolved_stage(kedro):
+    result = kedro(
+        "config",
+        "show",
+        "diffusion_stage1_i2v",
+        "--env",
+        "base",
+        "--params",
+        "diffusion_image.seed=7",
+    )
+    assert result.exit_code == 0, result.output
+    stage = yaml.safe_load(result.output)["diffusion_stage1_i2v"]
+    assert stage["optim"]["lr"] == 1e-5 and stage["seed"] == 7 and stage["model"]["cond_embed"]
+    assert stage["bucket_config"]["256px"][33] == [1.0, 12]
+
+
+def test_show_a_pipeline_lists_the_groups_its_nodes_read(kedro):
+    result = kedro("config", "show", "demo_data")
+    assert result.exit_code == 0, result.output
+    assert list(yaml.safe_load(result.output)) == ["demo_data"]
+
+
+def test_show_reports_a_bad_override(kedro):
+    result = kedro(
+        "config", "show", "diffusion_stage1", "--params", "diffusion_stage1.optim.lr=abc"
+    )
+    assert result.exit_code == 1
+    assert "diffusion_stage1.optim.lr = 'abc'" in result.output and "[--params]" in result.output
+
+
+def test_diff_two_stages_and_two_envs(kedro):
+    result = kedro("config", "diff", "diffusion_stage1", "diffusion_stage1_i2v", "--env", "base")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert "~ optim.lr: 5e-05 -> 1e-05" in lines
+    assert "~ model.cond_embed: False -> True" in lines
+    assert "+ condition_config.i2v_head: 5.0" in lines
+    envs = kedro("config", "diff", "local:diffusion_stage2", "cluster:diffusion_stage2")
+    assert "~ plugin: 'ddp' -> 'hybrid'" in envs.output.splitlines()
+
+
+def test_explain_names_the_file(kedro):
+    result = kedro("config", "explain", "diffusion_stage2_i2v.optim.lr", "--env", "base")
+    assert result.exit_code == 0, result.output
+    assert "peak learning rate" in result.output
+    assert "5e-05" in result.output
+    assert (
+        "conf/base/parameters_diffusion_stage2.yml (inherited from diffusion_stage2)"
+        in result.output
+    )
