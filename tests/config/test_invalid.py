@@ -32,7 +32,7 @@ CASES = [
     ({"inference_256px": {"sampling_option": {"num_frames": 32}}},
      "inference_256px.sampling_option.num_frames", "4k+1"),  # fmt: skip
     ({"inference_256px": {"sampling_option": {"aspect_ratio": "wide"}}},
-     "inference_256px.sampling_option.aspect_ratio", "not an aspect ratio"),  # fmt: skip
+     "inference_256px.sampling_option.aspect_ratio", "invalid aspect ratio"),  # fmt: skip
     ({"inference_256px": {"cond_type": "i2v_middle"}}, "inference_256px.cond_type", "v2v_tail_half"),
     # unknown keys, with a suggestion
     ({S1: {"optim": {"learning_rate": 1e-4}}}, "diffusion_stage1.optim.learning_rate", "did you mean 'lr'"),
@@ -60,7 +60,7 @@ CASES = [
      "diffusion_stage1_i2v.plugin_config.enable_sequence_parallelism", "sp_size > 1"),  # fmt: skip
     # bad bucket_config shapes
     ({S1: {"bucket_config": {"_delete_": True, "96pix": {1: [1.0, 4]}}}},
-     "diffusion_stage1.bucket_config.96pix", "not a resolution name"),  # fmt: skip
+     "diffusion_stage1.bucket_config.96pix", "invalid resolution name"),  # fmt: skip
     ({S1: {"bucket_config": {"_delete_": True, "96px": {1: [1.5, 4]}}}},
      "diffusion_stage1.bucket_config.96px.1", "less than or equal to 1"),  # fmt: skip
     ({S1: {"bucket_config": {"_delete_": True, "96px": {9: [1.0, 0]}}}},

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-RESOLUTION_NAME = re.compile(r"^(\d+)(px|p)(_ar(\d+(\.\d+)?):(\d+(\.\d+)?)|_max)?$")
-RATIO_NAME = re.compile(r"^\d+(\.\d+)?:\d+(\.\d+)?$")
+from opensora_kedro.data.aspect import num_pixels, ratio_value
 
 
 class Params(BaseModel):
@@ -22,17 +20,12 @@ class Params(BaseModel):
 
 
 def _check_resolution(name: str) -> str:
-    if not RESOLUTION_NAME.match(name):
-        raise ValueError(
-            "not a resolution name; use '{N}px' (N*N pixels) or '{N}p' (N*N*16/9), optionally "
-            "with '_ar{w}:{h}' or '_max', e.g. '256px', '720p', '256px_ar1:1'"
-        )
+    num_pixels(name)  # raises ValueError saying what a resolution name looks like
     return name
 
 
 def _check_ratio(name: str) -> str:
-    if not RATIO_NAME.match(name):
-        raise ValueError("not an aspect ratio; use 'w:h', e.g. '16:9'")
+    ratio_value(name)
     return name
 
 
