@@ -48,7 +48,7 @@ def test_kedro_run_default_pipeline(project):
 
     captions = pd.read_csv(project / "data/01_raw/captions.csv")
     meta = pd.read_parquet(project / "data/02_intermediate/video_meta.parquet")
-    rejected = pd.read_parquet(project / "data/02_intermediate/rejected_videos.parquet")
+    rejected = pd.read_parquet(project / "data/03_primary/rejected_videos.parquet")
     assert len(captions) == 28  # conf/local: 24 clips + 4 stills
     assert len(meta) == 28 and rejected.empty
     assert set(meta["text"]) == set(captions["text"])
@@ -62,7 +62,17 @@ def test_kedro_run_default_pipeline(project):
     assert run.info.status == "FINISHED"
     assert run.data.params["demo_data.num_clips"] == "24"  # conf/local over conf/base
     assert run.data.params["demo_data.crf"] == "20"  # conf/base, kept by the soft merge
-    assert run.data.metrics["scan_metrics.scan_usable"] == 28
+    assert run.data.params["data_processing.motion.variant"] == "integer"
+    assert run.data.params["diffusion_stage1.dataset.fps_max"] == "24.0"  # resolved stage params
+    assert run.data.metrics["bucket_metrics.clips"] == 28
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
+    assert {"bucket_report.csv", "bucket_report.png"} <= artifacts
+
+    table = pd.read_parquet(project / "data/05_model_input/training_table.parquet")
+    assert len(table) == 28 and table["score_vmafmotion"].notna().all()
+    assert table["text"].str.contains(r" FPS, \d+ motion score\.$|^.* \d+ motion score\.$").all()
+    report = pd.read_csv(project / "data/08_reporting/bucket_report.csv")
+    assert report["samples"].sum() == 28
 
 
 @pytest.mark.slow
@@ -85,7 +95,7 @@ def test_viz_build_shows_every_pipeline(project):
     pipelines = {pipeline["id"] for pipeline in main["pipelines"]}
     assert {"__default__", "demo_data", "data_processing"} <= pipelines
     layers = set(main["layers"])
-    assert {"raw", "intermediate"} <= layers
+    assert {"raw", "intermediate", "primary", "model_input", "reporting"} <= layers
 
 
 @pytest.mark.slow

@@ -3,6 +3,7 @@
 import pandas as pd
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
+from kedro_datasets.pandas import ParquetDataset
 
 from opensora_kedro.datasets.video_folder import VideoFolderDataset
 from opensora_kedro.pipelines.data_processing import create_pipeline
@@ -20,16 +21,7 @@ def test_bad_inputs_are_recorded_and_the_run_completes(tmp_path):
     corrupt_media_data(write_video(raw / "garbage.mp4", gradient_frames(6, 32, 32)))
     write_video(raw / "uncaptioned.mp4", gradient_frames(4, 32, 32))
     captioned = ["good.mp4", "zero.mp4", "truncated.mp4", "text.mp4", "audio.mp4", "garbage.mp4"]
-    catalog = DataCatalog(
-        {
-            "raw_videos": VideoFolderDataset(str(raw)),
-            "raw_captions": MemoryDataset(pd.DataFrame({"path": captioned, "text": "a clip"})),
-            "params:data_processing.scan": MemoryDataset({"workers": 2, "check_frames": 2}),
-            "video_meta": MemoryDataset(),
-            "rejected_videos": MemoryDataset(),
-            "scan_metrics": MemoryDataset(),
-        }
-    )
+    catalog = _catalog(raw, pd.DataFrame({"path": captioned, "text": "a clip"}))
     SequentialRunner().run(create_pipeline(), catalog)
 
     meta = catalog.load("video_meta")
@@ -49,4 +41,72 @@ def test_bad_inputs_are_recorded_and_the_run_completes(tmp_path):
         "uncaptioned.mp4": "no_caption",
     }
     assert rejected["detail"].str.len().gt(0).all()
-    assert catalog.load("scan_metrics")["scan_rejected"]["value"] == 6
+    assert catalog.load("rejection_metrics")["rejected_scan"]["value"] == 6
+    table = catalog.load("training_table")
+    assert (
+        table.loc[0, "text"].startswith("a clip 12 FPS, ") and table.loc[0, "caption"] == "a clip"
+    )
+
+
+def _catalog(raw, captions, previous=None):
+    params = {
+        "data_processing.scan": {"workers": 2, "check_frames": 2},
+        "data_processing.motion": {"variant": "integer", "edge_rule": "3.2", "workers": 2},
+        "data_processing.filter": {"min_frames": 2, "remove_duplicate_paths": True,
+                                   "remove_empty_captions": True},
+        "diffusion_stage1.dataset": {"fps_max": 24, "vmaf": True},
+        "diffusion_stage1.bucket_config": {"64px": {1: (1.0, 1), 9: (1.0, 1)}},
+        "diffusion_stage1.seed": 0,
+    }  # fmt: skip
+    datasets = {f"params:{name}": MemoryDataset(value) for name, value in params.items()}
+    # On disk, as in the project's catalog: the runner releases data held in memory.
+    outputs = ["video_meta", "motion_scores", "training_table", "rejected_videos"]
+    datasets.update(
+        {
+            name: ParquetDataset(filepath=str(raw.parent / f"{name}_{len(previous or ())}.parquet"))
+            for name in outputs
+        }
+    )
+    return DataCatalog(
+        {
+            **datasets,
+            "raw_videos": VideoFolderDataset(str(raw)),
+            "raw_captions": MemoryDataset(captions),
+            "video_meta_previous": MemoryDataset(previous[0] if previous else pd.DataFrame()),
+            "motion_scores_previous": MemoryDataset(previous[1] if previous else pd.DataFrame()),
+        }
+    )
+
+
+def test_rerun_processes_only_added_and_changed_clips(tmp_path, monkeypatch):
+    from opensora_kedro.data import motion_table, video_table
+
+    calls = {"probe": [], "motion": []}
+    probe, motion = video_table.probe_video, motion_table.motion_score
+    monkeypatch.setattr(
+        video_table, "probe_video", lambda p, **k: calls["probe"].append(p) or probe(p, **k)
+    )
+    monkeypatch.setattr(
+        motion_table, "motion_score", lambda p, c: calls["motion"].append(p) or motion(p, c)
+    )
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for name in ("a", "b"):
+        write_video(raw / f"{name}.mp4", gradient_frames(9, 32, 32))
+    captions = pd.DataFrame({"path": ["a.mp4", "b.mp4", "c.mp4"], "text": "x"})
+    first = _catalog(raw, captions)
+    SequentialRunner().run(create_pipeline(), first)
+    assert len(calls["probe"]) == 2 and len(calls["motion"]) == 2
+
+    calls["probe"].clear(), calls["motion"].clear()
+    write_video(raw / "c.mp4", gradient_frames(9, 32, 32))  # added
+    write_video(raw / "a.mp4", gradient_frames(13, 32, 32))  # changed
+    previous = (first.load("video_meta"), first.load("motion_scores"))
+    second = _catalog(raw, captions, previous)
+    SequentialRunner().run(create_pipeline(), second)
+    assert sorted(p.rsplit("/", 1)[-1] for p in calls["probe"]) == ["a.mp4", "c.mp4"]
+    assert sorted(p.rsplit("/", 1)[-1] for p in calls["motion"]) == ["a.mp4", "c.mp4"]
+    meta = second.load("video_meta").set_index("path")
+    assert meta.loc[str(raw / "a.mp4"), "num_frames"] == 13 and len(meta) == 3
+    scores = second.load("motion_scores")
+    assert len(scores) == 3 and scores["score_vmafmotion"].notna().all()

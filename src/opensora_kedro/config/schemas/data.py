@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field
 
 from opensora_kedro.config.schemas.common import NonNegativeInt, Params, PositiveInt
+
+NonNegativeFloat = Annotated[float, Field(ge=0)]
 
 
 class DemoDataParams(Params):
@@ -37,7 +39,46 @@ class ScanParams(Params):
     check_frames: PositiveInt = Field(2, description="frames decoded per file to prove it usable")
 
 
+class MotionParams(Params):
+    """The VMAF motion score (libvmaf's motion feature, as Open-Sora's tool computes it)."""
+
+    variant: Literal["integer", "float"] = Field("integer", description="libvmaf feature variant")
+    edge_rule: Literal["3.1", "3.2"] = Field("3.2", description="libvmaf version's edge mirroring")
+    workers: PositiveInt | None = Field(None, description="threads scoring clips (null: CPU cores)")
+
+
+class FilterParams(Params):
+    """Which clips are left out of the training table (null: no limit)."""
+
+    min_frames: PositiveInt | None = Field(None, description="fewest frames a clip may have")
+    max_frames: PositiveInt | None = Field(None, description="most frames a clip may have")
+    min_height: PositiveInt | None = Field(None, description="smallest height in pixels")
+    min_width: PositiveInt | None = Field(None, description="smallest width in pixels")
+    max_resolution: PositiveInt | None = Field(None, description="most pixels (H*W) per frame")
+    min_fps: NonNegativeFloat | None = Field(None, description="lowest frame rate")
+    max_fps: NonNegativeFloat | None = Field(None, description="highest frame rate")
+    min_motion: NonNegativeFloat | None = Field(None, description="lowest VMAF motion score")
+    max_motion: NonNegativeFloat | None = Field(None, description="highest VMAF motion score")
+    remove_duplicate_paths: bool = Field(True, description="keep only the first row of a path")
+    remove_empty_captions: bool = Field(True, description="drop clips whose caption is empty")
+
+    def cross_checks(self, context):
+        pairs = [("frames", self.min_frames, self.max_frames), ("fps", self.min_fps, self.max_fps),
+                 ("motion", self.min_motion, self.max_motion)]  # fmt: skip
+        return [
+            ((f"min_{name}",), low, f"must not exceed max_{name} ({high})")
+            for name, low, high in pairs
+            if low is not None and high is not None and low > high
+        ]
+
+
 class DataProcessingParams(Params):
-    """Scanning, scoring, filtering and bucketing of the raw videos."""
+    """Scanning, scoring, filtering and bucketing of the raw videos.
+
+    Training captions and the bucket report follow the training stage's ``dataset``
+    (fps_max, vmaf) and ``bucket_config``.
+    """
 
     scan: ScanParams = Field(description="probing the raw files")
+    motion: MotionParams = Field(description="the VMAF motion score")
+    filter: FilterParams = Field(description="thresholds of the training table")

@@ -1,18 +1,66 @@
-"""``data_processing``: scan the raw videos into Open-Sora's video table."""
+"""``data_processing``: scan -> motion score -> filter -> training captions -> bucket report."""
 
 from kedro.pipeline import Node, Pipeline
 
-from .nodes import scan_videos
+from .nodes import (
+    collect_rejected,
+    filter_videos,
+    make_training_table,
+    report_buckets,
+    scan_videos,
+    score_videos,
+)
 
 
-def create_pipeline(**kwargs) -> Pipeline:
+def create_pipeline(stage: str = "diffusion_stage1", **kwargs) -> Pipeline:
+    """``stage`` is the training stage whose dataset settings and buckets the table is for."""
     return Pipeline(
         [
             Node(
                 scan_videos,
-                ["raw_videos", "raw_captions", "params:data_processing.scan"],
-                ["video_meta", "rejected_videos", "scan_metrics"],
+                [
+                    "raw_videos",
+                    "raw_captions",
+                    "video_meta_previous",
+                    "params:data_processing.scan",
+                ],
+                ["video_meta", "scan_rejected"],
                 name="scan_videos",
+            ),
+            Node(
+                score_videos,
+                ["video_meta", "motion_scores_previous", "params:data_processing.motion"],
+                ["motion_scores", "motion_rejected"],
+                name="score_motion",
+            ),
+            Node(
+                filter_videos,
+                ["video_meta", "motion_scores", "params:data_processing.filter"],
+                ["filtered_videos", "filter_rejected"],
+                name="filter_videos",
+            ),
+            Node(
+                make_training_table,
+                ["filtered_videos", f"params:{stage}.dataset"],
+                "training_table",
+                name="make_training_table",
+            ),
+            Node(
+                report_buckets,
+                [
+                    "training_table",
+                    f"params:{stage}.bucket_config",
+                    f"params:{stage}.dataset",
+                    f"params:{stage}.seed",
+                ],
+                ["bucket_report", "bucket_plot", "bucket_metrics"],
+                name="report_buckets",
+            ),  # fmt: skip
+            Node(
+                collect_rejected,
+                ["scan_rejected", "motion_rejected", "filter_rejected"],
+                ["rejected_videos", "rejection_metrics"],
+                name="collect_rejected",
             ),
         ]
     )

@@ -1,0 +1,76 @@
+"""Filtering the video table by thresholds, keeping every removed clip with its rule."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import pandas as pd
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FilterRules:
+    """Thresholds (None: no limit) and switches, as in Open-Sora's ``datautil`` flags."""
+
+    min_frames: int | None = None
+    max_frames: int | None = None
+    min_height: int | None = None
+    min_width: int | None = None
+    max_resolution: int | None = None  # H * W (Open-Sora's --hwmax)
+    min_fps: float | None = None
+    max_fps: float | None = None
+    min_motion: float | None = None
+    max_motion: float | None = None
+    remove_duplicate_paths: bool = True
+    remove_empty_captions: bool = True
+
+
+def _threshold_masks(table: pd.DataFrame, rules: FilterRules) -> list[tuple[str, str, pd.Series]]:
+    """(reason, detail, mask of rows it removes), in the order they are applied."""
+    checks = [
+        ("too_few_frames", "num_frames", "<", rules.min_frames),
+        ("too_many_frames", "num_frames", ">", rules.max_frames),
+        ("too_low", "height", "<", rules.min_height),
+        ("too_narrow", "width", "<", rules.min_width),
+        ("too_many_pixels", "resolution", ">", rules.max_resolution),
+        ("fps_too_low", "fps", "<", rules.min_fps),
+        ("fps_too_high", "fps", ">", rules.max_fps),
+        ("motion_too_low", "score_vmafmotion", "<", rules.min_motion),
+        ("motion_too_high", "score_vmafmotion", ">", rules.max_motion),
+    ]
+    masks = []
+    for reason, column, op, limit in checks:
+        if limit is None:
+            continue
+        values = table[column]
+        # NaN (an image's fps) never breaks a bound.
+        mask = values < limit if op == "<" else values > limit
+        masks.append((reason, f"{column} {op} {limit}", mask.fillna(False).astype(bool)))
+    if rules.remove_empty_captions:
+        empty = table["text"].fillna("").astype(str).str.strip() == ""
+        masks.append(("empty_caption", "the caption is empty", empty))
+    if rules.remove_duplicate_paths:
+        masks.append(("duplicate_path", "an earlier row has this path", table["path"].duplicated()))
+    return masks
+
+
+def filter_table(table: pd.DataFrame, rules: FilterRules) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Apply ``rules``; returns the kept rows and the removed ones (``path, stage, reason,
+    detail``), each removed row named by the first rule that removed it."""
+    removed = pd.Series(False, index=table.index)
+    rejected = []
+    for reason, detail, mask in _threshold_masks(table, rules):
+        hit = mask & ~removed
+        removed |= hit
+        values = table.loc[hit, "path"]
+        rejected.append(pd.DataFrame({"path": values, "reason": reason, "detail": detail}))
+    rejected_table = (
+        pd.concat(rejected, ignore_index=True)
+        if rejected
+        else pd.DataFrame(columns=["path", "reason", "detail"])
+    )
+    rejected_table.insert(1, "stage", "filter")
+    logger.info("filter kept %d of %d clips", int((~removed).sum()), len(table))
+    return table.loc[~removed].reset_index(drop=True), rejected_table
