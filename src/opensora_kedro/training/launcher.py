@@ -1,0 +1,149 @@
+"""Running a training job: in the Kedro process, or on workers started by ``colossalai run``."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from opensora_kedro.training.distributed import free_port
+
+logger = logging.getLogger(__name__)
+
+READY_FILE = "ready"  # written by rank 0 once every worker joined the process group
+RESULT_FILE = "result.json"
+TAIL_LINES = 40
+
+
+@dataclass
+class JobSpec:
+    """Everything a job needs, and nothing that lives only in the Kedro process."""
+
+    entry: str  # "module:function", called as function(spec) on every rank
+    params: dict[str, Any]  # the job's resolved parameter group
+    output_dir: str  # checkpoints, the job's own files
+    inputs: dict[str, str] = field(default_factory=dict)  # dataset name -> path
+    mlflow_tracking_uri: str | None = None
+    mlflow_run_id: str | None = None
+    resume: bool = True
+
+    @property
+    def job_dir(self) -> Path:
+        return Path(self.output_dir) / "job"
+
+
+def run_job(spec: JobSpec) -> dict[str, Any]:
+    """Run ``spec.entry`` in this process's process group (made if missing); rank 0's result."""
+    from opensora_kedro.training.distributed import process_group, rank
+
+    module, _, function = spec.entry.partition(":")
+    entry = getattr(importlib.import_module(module), function)
+    with process_group():
+        if rank() == 0:
+            spec.job_dir.mkdir(parents=True, exist_ok=True)
+            (spec.job_dir / READY_FILE).touch()
+        return entry(spec)
+
+
+def launch(spec: JobSpec, launcher: dict[str, Any]) -> dict[str, Any]:
+    """Run the job as the ``launcher`` parameters say; returns rank 0's result dict."""
+    if launcher["type"] == "inprocess":
+        return run_job(spec)
+    return _launch_workers(spec, launcher)
+
+
+def _command(spec_path: Path, launcher: dict[str, Any]) -> list[str]:
+    """``colossalai run`` for one node or a hostfile (it starts every host over ssh); torchrun
+    for several nodes without a hostfile, where each node is started on its own."""
+    bin_dir = Path(sys.executable).parent
+    entry = ["-m", "opensora_kedro.training.worker", "--spec", str(spec_path)]
+    procs = ["--nproc_per_node", str(launcher["nproc_per_node"])]
+    if launcher["nnodes"] > 1 and not launcher["hostfile"]:
+        return [str(bin_dir / "torchrun"), *procs, "--nnodes", str(launcher["nnodes"]),
+                "--node_rank", str(launcher["node_rank"]), "--master_addr", launcher["master_addr"],
+                "--master_port", str(launcher["master_port"]), *entry]  # fmt: skip
+    port = launcher["master_port"] if launcher["hostfile"] else free_port()
+    command = [str(bin_dir / "colossalai"), "run", *procs, "--master_port", str(port)]
+    if launcher["hostfile"]:
+        command += ["--hostfile", launcher["hostfile"], "--num_nodes", str(launcher["nnodes"]),
+                    "--master_addr", launcher["master_addr"]]  # fmt: skip
+    return [*command, *entry]
+
+
+def _is_noise(line: str) -> bool:
+    # On a failure `colossalai run` prints the command it ran with every environment
+    # variable of the launching process (secrets included): never relay that.
+    return " && export " in line or line.startswith("Command: ") or len(line) > 4000
+
+
+def _relay(stream, tail: deque) -> None:
+    for raw in iter(stream.readline, ""):
+        line = raw.rstrip("\n")
+        if _is_noise(line):
+            continue
+        tail.append(line)
+        logger.info("[job] %s", line)
+
+
+def _worker_error(job_dir: Path, tail: deque) -> str:
+    errors = sorted(job_dir.glob("error-rank*.txt"))
+    if errors:
+        text = errors[0].read_text()
+        return f"{errors[0].stem}:\n" + "\n".join(text.splitlines()[-TAIL_LINES:])
+    return "\n".join(tail)
+
+
+def _launch_workers(spec: JobSpec, launcher: dict[str, Any]) -> dict[str, Any]:
+    job_dir = spec.job_dir
+    job_dir.mkdir(parents=True, exist_ok=True)
+    for stale in [READY_FILE, RESULT_FILE, *[p.name for p in job_dir.glob("error-rank*.txt")]]:
+        (job_dir / stale).unlink(missing_ok=True)
+    spec_path = job_dir / "spec.json"
+    spec_path.write_text(json.dumps(asdict(spec), indent=1, default=str))
+    command = _command(spec_path, launcher)
+    logger.info(
+        "launching %d x %d workers: %s",
+        launcher["nnodes"],
+        launcher["nproc_per_node"],
+        " ".join(command),
+    )
+    # `colossalai run` calls `torchrun` through the shell: it must find this environment's.
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    env = {**os.environ, "PATH": path, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env=env, start_new_session=True)  # fmt: skip
+    tail: deque = deque(maxlen=TAIL_LINES)
+    reader = threading.Thread(target=_relay, args=(process.stdout, tail), daemon=True)
+    reader.start()
+    started = time.monotonic()
+    try:
+        while process.poll() is None:
+            waited = time.monotonic() - started
+            if not (job_dir / READY_FILE).exists() and waited > launcher["rdzv_timeout_s"]:
+                raise TimeoutError(
+                    f"the workers did not all join within launcher.rdzv_timeout_s="
+                    f"{launcher['rdzv_timeout_s']} s; check launcher.master_addr="
+                    f"{launcher['master_addr']}, launcher.master_port, launcher.hostfile and "
+                    f"launcher.nnodes={launcher['nnodes']}"
+                )
+            time.sleep(0.2)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        reader.join(timeout=5)
+    if process.returncode != 0 or not (job_dir / RESULT_FILE).exists():
+        raise RuntimeError(
+            f"training job failed (exit {process.returncode}):\n{_worker_error(job_dir, tail)}"
+        )
+    return json.loads((job_dir / RESULT_FILE).read_text())

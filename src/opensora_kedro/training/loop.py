@@ -1,0 +1,251 @@
+"""The training loop every job shares: Booster, accumulation, clipping, warm-up, EMA,
+atomic checkpoints and exact resume. What is trained comes from a :class:`TrainTask`."""
+
+from __future__ import annotations
+
+import logging
+import resource
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from opensora_kedro.training import rng
+from opensora_kedro.training.booster import clips_inside_plugin, make_plugin
+from opensora_kedro.training.checkpoint import CheckpointManager
+from opensora_kedro.training.compat import has_cuda, make_optimizer
+from opensora_kedro.training.distributed import rank, world_size
+from opensora_kedro.training.ema import (
+    create_ema_model,
+    ema_state_dict,
+    load_ema_state_dict,
+    update_ema,
+)
+from opensora_kedro.training.lr_schedule import WarmupLR
+from opensora_kedro.training.tracking import MetricsLogger
+
+logger = logging.getLogger(__name__)
+
+
+class TrainTask(Protocol):
+    """What a job trains: its model, its data and its loss."""
+
+    def build_model(self) -> nn.Module: ...
+
+    def build_data(self, rank: int, world_size: int) -> tuple[Any, Any, Any]:
+        """``(dataset, batch_sampler, collate_fn)``; the sampler has set_epoch/state_dict."""
+
+    def loss(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]: ...
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """The loop's share of a training parameter group."""
+
+    seed: int
+    epochs: int
+    max_steps: int | None
+    accumulation_steps: int
+    grad_clip: float | None
+    log_every: int
+    ckpt_every: int
+    keep_n_latest: int
+    ema_decay: float | None
+    warmup_steps: int
+    dtype: str
+    plugin: str
+    plugin_config: dict
+    optim: dict
+    num_workers: int = 0
+
+    @classmethod
+    def from_params(cls, params: dict, warmup_steps: int | None = None) -> LoopSettings:
+        """Read the settings from a validated parameter group (diffusion stage or VAE)."""
+        names = {f for f in cls.__dataclass_fields__ if f not in ("warmup_steps",)}
+        values = {name: params[name] for name in names if name in params}
+        values.setdefault("accumulation_steps", 1)
+        warmup = params.get("warmup_steps", warmup_steps or 0)
+        return cls(warmup_steps=warmup, **values)
+
+
+@dataclass
+class Running:
+    """Where the loop is: epoch, micro-batches done in it, optimizer updates done in all."""
+
+    epoch: int = 0
+    step: int = 0
+    update_step: int = 0
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or resumed and finished) run leaves behind."""
+
+    checkpoint: str | None
+    update_steps: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.unwrap() if hasattr(model, "unwrap") else model
+
+
+def _trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu() for k, v in _unwrap(model).state_dict().items()}
+
+
+class Trainer:
+    """One training run of ``task`` with ``settings``, checkpointing under ``output_dir``."""
+
+    def __init__(
+        self,
+        task: TrainTask,
+        settings: LoopSettings,
+        output_dir: Path,
+        metrics: MetricsLogger,
+        policy: Any = None,
+    ) -> None:
+        from colossalai.booster import Booster
+
+        self.task, self.settings, self.metrics = task, settings, metrics
+        self.rank, self.world = rank(), world_size()
+        torch.manual_seed(settings.seed)  # same initial weights on every rank
+        model = task.build_model()
+        self.ema = self._make_ema(model)
+        optimizer = make_optimizer(
+            [p for p in model.parameters() if p.requires_grad], settings.optim
+        )
+        scheduler = WarmupLR(optimizer, warmup_steps=settings.warmup_steps)
+        plugin = make_plugin(
+            settings.plugin, settings.plugin_config, settings.dtype, settings.grad_clip, policy
+        )
+        self.booster = Booster(plugin=plugin)
+        self.model, self.optimizer, _, _, self.scheduler = self.booster.boost(
+            model, optimizer, lr_scheduler=scheduler
+        )
+        self.dataset, self.sampler, self.collate = task.build_data(self.rank, self.world)
+        self.checkpoints = CheckpointManager(
+            Path(output_dir) / "checkpoints", settings.keep_n_latest
+        )
+        self.running = Running()
+
+    def _make_ema(self, model: nn.Module) -> nn.Module | None:
+        return None if self.settings.ema_decay is None else create_ema_model(model)
+
+    # -- checkpoints ------------------------------------------------------------------------
+
+    def save(self) -> Path | None:
+        """Write a checkpoint of everything the run needs to continue exactly (rank 0 writes)."""
+        parts = {
+            "model": _trainable_state(self.model),
+            "optimizer": self.optimizer.state_dict(),
+            "lr_scheduler": self.scheduler.state_dict(),
+            "sampler": self.sampler.state_dict(self.running.step),
+            "rng": rng.capture(),
+            "running": vars(self.running).copy(),
+        }
+        if self.ema is not None:
+            parts["ema"] = ema_state_dict(self.ema)
+        if self.rank != 0:
+            return None
+        return self.checkpoints.save(self.running.update_step, parts)
+
+    def resume(self) -> bool:
+        """Continue from the latest complete checkpoint, if there is one."""
+        latest = self.checkpoints.latest()
+        if latest is None:
+            return False
+        state = self.checkpoints.load(latest)
+        _unwrap(self.model).load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["lr_scheduler"])
+        self.sampler.load_state_dict(state["sampler"])
+        if self.ema is not None and "ema" in state:
+            load_ema_state_dict(self.ema, state["ema"])
+        self.running = Running(**state["running"])
+        rng.restore(state["rng"])
+        logger.info("resumed from %s (update step %d)", latest, self.running.update_step)
+        return True
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def _update(self) -> float:
+        """Clip, step, schedule, EMA; returns the gradient norm."""
+        settings = self.settings
+        if clips_inside_plugin(settings.plugin):
+            norm = float(self.optimizer.get_grad_norm() or 0.0)
+        else:
+            max_norm = settings.grad_clip or float("inf")
+            norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        if self.ema is not None:
+            update_ema(self.ema, _unwrap(self.model), settings.ema_decay)
+        self.running.update_step += 1
+        return norm
+
+    def _done(self) -> bool:
+        max_steps = self.settings.max_steps
+        return max_steps is not None and self.running.update_step >= max_steps
+
+    def _log(self, losses: list[float], norm: float, samples: int, started: float) -> None:
+        elapsed = max(time.perf_counter() - started, 1e-9)
+        memory = (torch.cuda.max_memory_allocated() / 2**20 if has_cuda()
+                  else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # fmt: skip
+        self.metrics.log(self.running.update_step, {
+            "loss": sum(losses) / max(len(losses), 1), "grad_norm": norm,
+            "lr": self.optimizer.param_groups[0]["lr"], "samples_per_s": samples / elapsed,
+            "memory_mib": memory,
+        })  # fmt: skip
+
+    def fit(self) -> TrainResult:
+        """Train until ``max_steps`` updates or ``epochs`` passes; checkpoint on the way."""
+        settings, running = self.settings, self.running
+        acc = settings.accumulation_steps
+        losses, samples, started, norm = [], 0, time.perf_counter(), 0.0
+        total = settings.max_steps or None
+        bar = tqdm(
+            total=total, initial=running.update_step, desc="training", disable=self.rank != 0
+        )
+        last_saved = None
+        while running.epoch < settings.epochs and not self._done():
+            self.sampler.set_epoch(running.epoch)
+            # A generator of its own: a DataLoader iterator otherwise draws from the global
+            # torch RNG when created, and a resumed run creates one more than a whole run.
+            loader = DataLoader(self.dataset, batch_sampler=self.sampler, collate_fn=self.collate,
+                                num_workers=settings.num_workers,
+                                generator=torch.Generator().manual_seed(settings.seed))  # fmt: skip
+            for batch in loader:
+                loss, _ = self.task.loss(self.model, batch)
+                self.booster.backward(loss / acc, self.optimizer)
+                losses.append(float(loss.detach()))
+                samples += (
+                    len(batch["index"]) if isinstance(batch, dict) and "index" in batch else 1
+                )
+                running.step += 1
+                if running.step % acc:
+                    continue
+                norm = self._update()
+                bar.update(1)
+                if running.update_step % settings.log_every == 0:
+                    self._log(losses, norm, samples, started)
+                    bar.set_postfix(loss=f"{sum(losses) / len(losses):.4f}")
+                    losses, samples, started = [], 0, time.perf_counter()
+                if running.update_step % settings.ckpt_every == 0 or self._done():
+                    last_saved = self.save() or last_saved
+                if self._done():
+                    break
+            else:
+                running.epoch, running.step = running.epoch + 1, 0
+        bar.close()
+        if last_saved is None or not str(last_saved).endswith(f"{running.update_step:08d}"):
+            last_saved = self.save() or last_saved
+        return TrainResult(
+            str(last_saved) if last_saved else None, running.update_step, self.metrics.history
+        )

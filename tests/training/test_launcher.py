@@ -1,0 +1,59 @@
+"""Jobs on workers started by ColossalAI's launcher (2 CPU processes, gloo, the ddp plugin)."""
+
+import os
+
+import pytest
+
+from opensora_kedro.training.launcher import JobSpec, launch
+from tests.conftest import PROJECT_ROOT
+from tests.training.test_loop import PARAMS
+
+LAUNCHER = {
+    "type": "colossalai", "nproc_per_node": 2, "nnodes": 1, "node_rank": 0, "hostfile": None,
+    "master_addr": "127.0.0.1", "master_port": 29500, "rdzv_timeout_s": 120, "backend": "auto",
+}  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def importable_tests(monkeypatch):
+    # The workers import the toy job from this test package.
+    monkeypatch.setenv(
+        "PYTHONPATH", f"{PROJECT_ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
+    )
+
+
+def _spec(tmp_path, **params):
+    return JobSpec(
+        entry="tests.training.toy_job:run", params={**PARAMS, **params}, output_dir=str(tmp_path)
+    )
+
+
+@pytest.mark.slow
+def test_two_workers_train_checkpoint_and_resume(tmp_path):
+    first = launch(_spec(tmp_path, max_steps=4), LAUNCHER)
+    assert first["update_steps"] == 4 and first["checkpoint"].endswith("step-00000004")
+    second = launch(_spec(tmp_path, max_steps=6), LAUNCHER)
+    assert [entry["step"] for entry in second["history"]] == [5, 6]
+    assert second["checkpoint"].endswith("step-00000006")
+
+
+@pytest.mark.slow
+def test_a_failing_worker_fails_with_its_own_error(tmp_path):
+    with pytest.raises(RuntimeError) as error:
+        launch(_spec(tmp_path, fail_at_loss=True), LAUNCHER)
+    message = str(error.value)
+    assert "the toy task was told to fail" in message and "error-rank" in message
+    assert "export " not in message  # colossalai's dump of the environment stays out
+
+
+@pytest.mark.slow
+def test_a_stuck_rendezvous_times_out_naming_the_setting(tmp_path):
+    waiting = {
+        **LAUNCHER,
+        "nproc_per_node": 1,
+        "nnodes": 2,
+        "rdzv_timeout_s": 8,
+        "master_port": 29731,
+    }
+    with pytest.raises(TimeoutError, match=r"launcher.rdzv_timeout_s=8"):
+        launch(_spec(tmp_path), waiting)

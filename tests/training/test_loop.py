@@ -1,0 +1,69 @@
+"""The shared training loop, in-process: training, checkpoints, exact resume."""
+
+import json
+
+import pytest
+
+from opensora_kedro.training.launcher import JobSpec, launch
+
+PARAMS = {
+    "seed": 3, "epochs": 100, "max_steps": 8, "accumulation_steps": 2, "grad_clip": 1.0,
+    "log_every": 1, "ckpt_every": 2, "keep_n_latest": 3, "ema_decay": 0.9, "warmup_steps": 2,
+    "dtype": "fp32", "plugin": "ddp", "plugin_config": {}, "num_workers": 0,
+    "optim": {"cls": "HybridAdam", "lr": 1e-2, "eps": 1e-8, "weight_decay": 0.0,
+              "adamw_mode": True, "betas": (0.9, 0.999)},
+}  # fmt: skip
+INPROCESS = {"type": "inprocess"}
+
+
+def _run(tmp_path, name, **params):
+    spec = JobSpec(
+        entry="tests.training.toy_job:run",
+        params={**PARAMS, **params},
+        output_dir=str(tmp_path / name),
+    )
+    return launch(spec, INPROCESS)
+
+
+def test_trains_logs_and_checkpoints(tmp_path):
+    result = _run(tmp_path, "a")
+    assert result["update_steps"] == 8
+    losses = [entry["loss"] for entry in result["history"]]
+    assert len(losses) == 8 and losses[-1] < losses[0]
+    assert {"grad_norm", "lr", "samples_per_s", "memory_mib"} <= set(result["history"][0])
+    checkpoints = sorted(p.name for p in (tmp_path / "a" / "checkpoints").iterdir())
+    assert checkpoints == ["step-00000004", "step-00000006", "step-00000008"]  # keep_n_latest 3
+    assert result["checkpoint"].endswith("step-00000008")
+
+
+def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path):
+    whole = _run(tmp_path, "whole")
+    _run(tmp_path, "parts", max_steps=4)  # stops after update 4 (a checkpoint)
+    rest = _run(tmp_path, "parts")  # picks up at update 4 and goes on to 8
+    assert [h["step"] for h in rest["history"]] == [5, 6, 7, 8]
+    assert [h["loss"] for h in rest["history"]] == [h["loss"] for h in whole["history"][4:]]
+    weights = [
+        json.loads((tmp_path / name / "weights.json").read_text()) for name in ("whole", "parts")
+    ]
+    assert weights[0] == weights[1]
+
+
+def test_resume_can_be_turned_off(tmp_path):
+    _run(tmp_path, "a", max_steps=4)
+    spec = JobSpec(
+        entry="tests.training.toy_job:run",
+        params=PARAMS,
+        output_dir=str(tmp_path / "a"),
+        resume=False,
+    )
+    result = launch(spec, INPROCESS)
+    assert [h["step"] for h in result["history"]][0] == 1
+
+
+def test_gpu_only_plugins_fail_clearly_on_cpu(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(RuntimeError, match="plugin 'zero2' needs a CUDA GPU"):
+        _run(tmp_path, "z", plugin="zero2")
