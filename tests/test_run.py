@@ -13,6 +13,7 @@ import mlflow
 import pandas as pd
 import pytest
 
+from opensora_kedro.text.cache import EmbeddingCache
 from tests.conftest import PROJECT_ROOT
 
 KEDRO = str(Path(sys.executable).parent / "kedro")
@@ -73,6 +74,13 @@ def test_kedro_run_default_pipeline(project):
     assert table["text"].str.contains(r" FPS, \d+ motion score\.$|^.* \d+ motion score\.$").all()
     report = pd.read_csv(project / "data/08_reporting/bucket_report.csv")
     assert report["samples"].sum() == 28
+
+    cache = EmbeddingCache.open(project / "data/04_feature/text_embeddings")
+    hashes = list(table["caption_hash"])
+    assert cache.lookup(hashes, "t5").shape == (28, 32, 64)  # conf/local: max_length 32, d 64
+    assert cache.lookup(hashes, "clip").shape == (28, 64)
+    assert cache.null("t5").shape == (32, 64)
+    assert run.data.metrics["text_embedding_metrics.t5_misses"] >= 1
 
 
 @pytest.mark.slow

@@ -8,6 +8,7 @@ from opensora_kedro.config.schemas.data import DataProcessingParams, DemoDataPar
 from opensora_kedro.config.schemas.diffusion import DiffusionStageParams
 from opensora_kedro.config.schemas.inference import InferenceParams
 from opensora_kedro.config.schemas.launcher import LauncherParams
+from opensora_kedro.config.schemas.text import TextEmbeddingParams
 from opensora_kedro.config.schemas.vae import VaeTrainingParams
 
 # Exact group names, then prefixes (a stage or preset family shares one schema).
@@ -17,6 +18,7 @@ GROUPS: dict[str, type[BaseModel]] = {
     "launcher": LauncherParams,
     "vae_training": VaeTrainingParams,
     "inference": InferenceParams,
+    "text_embedding": TextEmbeddingParams,
 }
 PREFIXES: dict[str, type[BaseModel]] = {
     "diffusion_": DiffusionStageParams,

@@ -1,0 +1,5 @@
+"""The ``text_embedding`` pipeline."""
+
+from .pipeline import create_pipeline
+
+__all__ = ["create_pipeline"]
