@@ -75,7 +75,7 @@ def run(spec: JobSpec) -> dict:
         trainer.resume()
     result = trainer.fit()
     if rank() == 0:
-        weights = {k: v.tolist() for k, v in trainer.model.unwrap().state_dict().items()}
+        weights = {k: v.tolist() for k, v in trainer.module.state_dict().items()}
         (Path(spec.output_dir) / "weights.json").write_text(json.dumps(weights))
     return {
         "checkpoint": result.checkpoint,

@@ -121,9 +121,11 @@ class Trainer:
             [p for p in model.parameters() if p.requires_grad], settings.optim
         )
         scheduler = WarmupLR(optimizer, warmup_steps=settings.warmup_steps)
-        plugin = make_plugin(
+        # DDP over a single process only copies gradients around: one process trains bare.
+        single = settings.plugin == "ddp" and self.world == 1
+        plugin = None if single else make_plugin(
             settings.plugin, settings.plugin_config, settings.dtype, settings.grad_clip, policy
-        )
+        )  # fmt: skip
         self.booster = Booster(plugin=plugin)
         self.model, self.optimizer, _, _, self.scheduler = self.booster.boost(
             model, optimizer, lr_scheduler=scheduler
@@ -133,6 +135,11 @@ class Trainer:
             Path(output_dir) / "checkpoints", settings.keep_n_latest
         )
         self.running = Running()
+
+    @property
+    def module(self) -> nn.Module:
+        """The model being trained, without the plugin's wrapper."""
+        return _unwrap(self.model)
 
     def _make_ema(self, model: nn.Module) -> nn.Module | None:
         return None if self.settings.ema_decay is None else create_ema_model(model)
@@ -174,12 +181,19 @@ class Trainer:
 
     # -- the loop ---------------------------------------------------------------------------
 
-    def _update(self) -> float:
-        """Clip, step, schedule, EMA; returns the gradient norm."""
+    def _backward(self, loss: torch.Tensor) -> None:
+        if hasattr(self.optimizer, "backward"):  # boosted by a plugin
+            self.booster.backward(loss, self.optimizer)
+        else:
+            loss.backward()
+
+    def _update(self, want_norm: bool) -> float:
+        """Clip, step, schedule, EMA; returns the gradient norm (NaN when not measured)."""
         settings = self.settings
+        norm = float("nan")
         if clips_inside_plugin(settings.plugin):
             norm = float(self.optimizer.get_grad_norm() or 0.0)
-        else:
+        elif settings.grad_clip or want_norm:  # the norm costs a pass over the gradients
             max_norm = settings.grad_clip or float("inf")
             norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))
         self.optimizer.step()
@@ -223,7 +237,7 @@ class Trainer:
                                 generator=torch.Generator().manual_seed(settings.seed))  # fmt: skip
             for batch in loader:
                 loss, _ = self.task.loss(self.model, batch)
-                self.booster.backward(loss / acc, self.optimizer)
+                self._backward(loss / acc)
                 losses.append(float(loss.detach()))
                 samples += (
                     len(batch["index"]) if isinstance(batch, dict) and "index" in batch else 1
@@ -231,7 +245,8 @@ class Trainer:
                 running.step += 1
                 if running.step % acc:
                     continue
-                norm = self._update()
+                logging_now = (running.update_step + 1) % settings.log_every == 0
+                norm = self._update(want_norm=logging_now)
                 bar.update(1)
                 if running.update_step % settings.log_every == 0:
                     self._log(losses, norm, samples, started)
