@@ -15,6 +15,18 @@ os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """Tests marked ``gpu`` skip cleanly on a machine without CUDA."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
 def gradient_frames(num_frames: int, height: int, width: int) -> np.ndarray:
     """Frames with a moving gradient, so every frame differs."""
     ys, xs = np.mgrid[0:height, 0:width]

@@ -45,7 +45,8 @@ def _kedro(project: Path, *args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_kedro_run_default_pipeline(project):
-    _kedro(project, "run")
+    short_vae = "vae_training.max_steps=6,vae_training.ckpt_every=3,vae_training.log_every=2"
+    _kedro(project, "run", f"--params={short_vae}")
 
     captions = pd.read_csv(project / "data/01_raw/captions.csv")
     meta = pd.read_parquet(project / "data/02_intermediate/video_meta.parquet")
@@ -67,7 +68,11 @@ def test_kedro_run_default_pipeline(project):
     assert run.data.params["diffusion_stage1.dataset.fps_max"] == "24.0"  # resolved stage params
     assert run.data.metrics["bucket_metrics.clips"] == 28
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
-    assert {"bucket_report.csv", "bucket_report.png"} <= artifacts
+    assert {"bucket_report.csv", "bucket_report.png", "vae_reconstructions.png"} <= artifacts
+    assert run.data.metrics["vae_metrics.psnr"] > 0
+    history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "vae.loss")
+    assert [m.step for m in history] == [2, 4, 6]  # logged by the training job, rank 0
+    assert (project / "data/06_models/vae/model.safetensors").is_file()
 
     table = pd.read_parquet(project / "data/05_model_input/training_table.parquet")
     assert len(table) == 28 and table["score_vmafmotion"].notna().all()

@@ -4,7 +4,7 @@ from kedro.framework.project import find_pipelines
 from kedro.pipeline import Pipeline
 
 # The embedded default, in order; later stages join as they land.
-DEFAULT_CHAIN = ("demo_data", "data_processing", "text_embedding")
+DEFAULT_CHAIN = ("demo_data", "data_processing", "text_embedding", "vae_training")
 
 
 def register_pipelines() -> dict[str, Pipeline]:

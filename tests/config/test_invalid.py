@@ -73,8 +73,10 @@ CASES = [
      "diffusion_stage1.bucket_config.96px.8", "4k+1"),  # fmt: skip
     ({S1: {"bucket_config": {"_delete_": True, "96px": {9: [[0.5, 1.2], 2]}}}},
      "diffusion_stage1.bucket_config.96px.9", "less than or equal to 1"),  # fmt: skip
-    ({"vae_training": {"bucket_config": {"_delete_": True, "96px": {9: [1.0, 1]}}, "model": {"is_causal": False}}},
+    ({"vae_training": {"bucket_config": {"_delete_": True, "96px": {9: [1.0, 1]}}, "model": {"type": "tiny_dc_ae"}}},
      "vae_training.bucket_config.96px.9", "multiple of the temporal compression"),  # fmt: skip
+    ({"vae_training": {"model": {"config": {"latent_channel": 4}}}},
+     "vae_training.model.config", "unknown config field"),  # fmt: skip
     # conditioning weights
     ({S1: {"condition_config": {"t2v": 0, "i2v_head": 0}}}, "diffusion_stage1.condition_config", "sum to > 0"),
     ({S1: {"condition_config": {"t2v": -1}}}, "diffusion_stage1.condition_config.t2v", "greater than or equal to 0"),

@@ -38,6 +38,13 @@ def test_two_workers_train_checkpoint_and_resume(tmp_path):
 
 
 @pytest.mark.slow
+def test_hybrid_plugin_as_data_parallelism_on_cpu(tmp_path):
+    config = {"tp_size": 1, "pp_size": 1, "sp_size": 1, "zero_stage": 0}
+    result = launch(_spec(tmp_path, plugin="hybrid", plugin_config=config, max_steps=3), LAUNCHER)
+    assert result["update_steps"] == 3 and result["checkpoint"].endswith("step-00000003")
+
+
+@pytest.mark.slow
 def test_a_failing_worker_fails_with_its_own_error(tmp_path):
     with pytest.raises(RuntimeError) as error:
         launch(_spec(tmp_path, fail_at_loss=True), LAUNCHER)
@@ -57,3 +64,21 @@ def test_a_stuck_rendezvous_times_out_naming_the_setting(tmp_path):
     }
     with pytest.raises(TimeoutError, match=r"launcher.rdzv_timeout_s=8"):
         launch(_spec(tmp_path), waiting)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(
+    "plugin, config",
+    [("zero2", {"reduce_bucket_size_in_m": 128}),
+     ("hybrid", {"tp_size": 1, "pp_size": 1, "sp_size": 1, "zero_stage": 2})],
+)  # fmt: skip
+def test_gpu_plugins_train_and_resume(tmp_path, plugin, config):
+    import torch
+
+    gpus = min(torch.cuda.device_count(), 2)
+    launcher = {**LAUNCHER, "nproc_per_node": gpus}
+    params = dict(plugin=plugin, plugin_config=config, dtype="bf16", max_steps=4)
+    first = launch(_spec(tmp_path, **params), launcher)
+    assert first["update_steps"] == 4
+    second = launch(_spec(tmp_path, **{**params, "max_steps": 6}), launcher)
+    assert [entry["step"] for entry in second["history"]] == [5, 6]

@@ -67,3 +67,5 @@ def test_gpu_only_plugins_fail_clearly_on_cpu(tmp_path):
         pytest.skip("this machine has a GPU")
     with pytest.raises(RuntimeError, match="plugin 'zero2' needs a CUDA GPU"):
         _run(tmp_path, "z", plugin="zero2")
+    with pytest.raises(RuntimeError, match="plugin 'hybrid' needs a CUDA GPU"):
+        _run(tmp_path, "h", plugin="hybrid", plugin_config={"sp_size": 2, "zero_stage": 0})

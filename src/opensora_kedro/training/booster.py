@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from opensora_kedro.training.compat import check_plugin
+from opensora_kedro.training.compat import check_plugin, pass_through_policy
 
 PRECISIONS = {"bf16": "bf16", "fp16": "fp16", "fp32": "fp32"}
 
@@ -14,7 +14,7 @@ def make_plugin(
 ):
     """``ddp`` -> TorchDDPPlugin, ``zero2`` -> LowLevelZeroPlugin(stage 2), ``hybrid`` ->
     HybridParallelPlugin with the tp/pp/sp/zero settings of ``config``."""
-    check_plugin(name)
+    check_plugin(name, config)
     if name == "ddp":
         from colossalai.booster.plugin import TorchDDPPlugin
 
@@ -36,7 +36,8 @@ def make_plugin(
             enable_sequence_parallelism=config.get("enable_sequence_parallelism", False),
             zero_stage=config.get("zero_stage", 2), static_graph=config.get("static_graph", False),
             zero_bucket_size_in_m=config.get("reduce_bucket_size_in_m", 128),
-            find_unused_parameters=True, enable_metadata_cache=False, custom_policy=policy,
+            find_unused_parameters=True, enable_metadata_cache=False,
+            custom_policy=policy or pass_through_policy(),
             **common,
         )  # fmt: skip
     raise ValueError(f"unknown plugin {name!r}; use ddp, zero2 or hybrid")

@@ -4,7 +4,8 @@
   on a CPU the optimizer is torch's AdamW with the same hyper-parameters (logged).
 - LowLevelZeroPlugin (zero1/zero2), Gemini and HybridParallelPlugin with ZeRO or tp/sp > 1
   need a CUDA device: asked for on a CPU they fail here with a message, not deep inside
-  ColossalAI.
+  ColossalAI. HybridParallelPlugin with tp = sp = pp = 1 and zero_stage 0 does run on a CPU,
+  given a shardformer policy (``pass_through_policy`` for models without one).
 - The collective backend is gloo on a CPU, nccl on GPUs.
 - Checkpoints never go through ``booster.load_optimizer`` (which calls the CPU accelerator's
   unsupported ``synchronize``): the project saves plain state dicts itself.
@@ -33,13 +34,23 @@ def backend(requested: str = "auto") -> str:
     return "nccl" if has_cuda() else "gloo"
 
 
-def check_plugin(plugin: str) -> None:
-    """Fail early, and clearly, for a plugin this machine cannot run."""
-    if plugin in GPU_ONLY_PLUGINS and not has_cuda():
-        raise RuntimeError(
-            f"plugin '{plugin}' needs a CUDA GPU (ColossalAI's ZeRO and hybrid plugins do not run "
-            "on a CPU); use plugin 'ddp' for CPU runs, as conf/local does"
-        )
+def check_plugin(plugin: str, config: dict | None = None) -> None:
+    """Fail early, and clearly, for a plugin this machine cannot run.
+
+    On a CPU the hybrid plugin runs only as plain data parallelism (tp = sp = pp = 1,
+    zero_stage 0); ZeRO and model parallelism need CUDA.
+    """
+    if has_cuda() or plugin not in GPU_ONLY_PLUGINS:
+        return
+    config = config or {}
+    sizes = [config.get(key, 1) for key in ("tp_size", "sp_size", "pp_size")]
+    if plugin == "hybrid" and sizes == [1, 1, 1] and config.get("zero_stage", 2) == 0:
+        return
+    raise RuntimeError(
+        f"plugin '{plugin}' needs a CUDA GPU here (ColossalAI's ZeRO and model parallelism do "
+        "not run on a CPU); use plugin 'ddp' for CPU runs, as conf/local does, or 'hybrid' "
+        "with tp/sp/pp sizes 1 and zero_stage 0"
+    )
 
 
 def make_optimizer(params, optim: dict) -> torch.optim.Optimizer:
@@ -55,3 +66,31 @@ def make_optimizer(params, optim: dict) -> torch.optim.Optimizer:
     if not optim["adamw_mode"]:
         return torch.optim.Adam(params, **kwargs)
     return torch.optim.AdamW(params, **kwargs)
+
+
+def pass_through_policy():
+    """A shardformer policy that shards nothing: lets HybridParallelPlugin (ZeRO, data
+    parallelism, tp = sp = 1) wrap a model that has no policy of its own instead of failing
+    with "Auto policy ... is not implemented"."""
+    from colossalai.shardformer.policies.base_policy import Policy
+
+    class PassThroughPolicy(Policy):
+        def config_sanity_check(self) -> None:
+            pass
+
+        def preprocess(self):
+            return self.model
+
+        def module_policy(self) -> dict:
+            return {}
+
+        def postprocess(self):
+            return self.model
+
+        def get_held_layers(self) -> list:
+            return [self.model]
+
+        def get_shared_params(self) -> list:
+            return []
+
+    return PassThroughPolicy()

@@ -23,17 +23,30 @@ from opensora_kedro.config.schemas.diffusion import VideoDatasetParams
 
 
 class VaeModelParams(Params):
-    """The autoencoder being trained."""
+    """The autoencoder being trained: a registered type and size, with field overrides."""
 
-    type: Literal["dc_ae", "hunyuan_vae", "tiny_vae"] = Field(description="registered VAE type")
-    model_name: str | None = Field(None, description="named configuration, e.g. dc-ae-f32t4c128")
-    from_scratch: bool = Field(True, description="initialise randomly")
-    from_pretrained: str | None = Field(None, description="checkpoint to start from")
-    latent_channels: PositiveInt | None = Field(None, description="latent channels (tiny_vae)")
-    base_channels: PositiveInt | None = Field(None, description="first-level width (tiny_vae)")
-    spatial_compression: PositiveInt | None = Field(None, description="pixels per latent side")
-    temporal_compression: PositiveInt | None = Field(None, description="frames per latent frame")
-    is_causal: bool = Field(False, description="causal in time: frame counts are 4k+1")
+    type: Literal["hunyuan_vae", "tiny_vae", "dc_ae", "tiny_dc_ae"] = Field(
+        description="registered VAE (models/vae/registry.py)"
+    )
+    model_name: str | None = Field(None, description="Open-Sora's name of the configuration")
+    from_scratch: bool = Field(True, description="initialise randomly, ignoring from_pretrained")
+    from_pretrained: str | None = Field(None, description="safetensors weights to start from")
+    config: dict[str, Any] = Field(
+        default_factory=dict, description="config fields of the type to override"
+    )
+
+    def cross_checks(self, context: dict[str, Any]) -> list[tuple[tuple, Any, str]]:
+        from opensora_kedro.models.vae.registry import vae_config
+
+        try:
+            vae_config(self.type, **self.config)
+        except (ValueError, TypeError) as error:
+            return [(("config",), self.config, str(error))]
+        return []
+
+    @property
+    def is_causal(self) -> bool:
+        return self.type in ("hunyuan_vae", "tiny_vae")
 
 
 class VaeLossParams(Params):
@@ -41,12 +54,25 @@ class VaeLossParams(Params):
 
     perceptual_loss_weight: Annotated[float, Field(ge=0)] = Field(0.5, description="LPIPS weight")
     kl_loss_weight: Annotated[float, Field(ge=0)] = Field(0.0, description="KL weight")
+    perceptual_weights_path: str | None = Field(
+        None, description="local LPIPS weights (safetensors); none: the term is off, with a warning"
+    )
 
 
 class LrSchedulerParams(Params):
     """Learning-rate schedule."""
 
     warmup_steps: NonNegativeInt = Field(0, description="linear warm-up steps")
+
+
+class VaeEvalParams(Params):
+    """Reconstruction quality on clips kept out of training."""
+
+    holdout_fraction: Annotated[float, Field(ge=0, lt=1)] = Field(
+        0.1, description="share of clips (by path hash) kept out of training for evaluation"
+    )
+    max_clips: PositiveInt = Field(16, description="held-out clips evaluated")
+    images: NonNegativeInt = Field(2, description="side-by-side reconstruction images logged")
 
 
 class VaeTrainingParams(Params):
@@ -82,15 +108,18 @@ class VaeTrainingParams(Params):
     ema_decay: Annotated[float, Field(gt=0, lt=1)] | None = Field(0.99, description="EMA decay")
     update_warmup_steps: bool = Field(True, description="count warm-up in optimizer updates")
     vae_loss_config: VaeLossParams = Field(description="loss weights")
+    eval: VaeEvalParams = Field(default_factory=VaeEvalParams, description="held-out evaluation")
+    resume: bool = Field(True, description="continue from the run folder's latest checkpoint")
 
     def cross_checks(self, context: dict[str, Any]) -> list[tuple[tuple, Any, str]]:
+        issues = [(("model", *p), v, r) for p, v, r in self.model.cross_checks(context)]
         if self.model.is_causal:
-            issues = bucket_frame_issues(
+            issues += bucket_frame_issues(
                 self.bucket_config, "a causal VAE needs 4k+1 frames", lambda t: (t - 1) % 4 == 0
             )
         else:
-            step = self.model.temporal_compression or 4
-            issues = bucket_frame_issues(
+            step = 4  # the temporal compression of every registered non-causal VAE
+            issues += bucket_frame_issues(
                 self.bucket_config,
                 f"must be 1 or a multiple of the temporal compression {step}",
                 lambda t: t == 1 or t % step == 0,

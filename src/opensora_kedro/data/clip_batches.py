@@ -1,0 +1,53 @@
+"""Bucketed clip batches of a training table: the data side of every training job."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import pandas as pd
+
+from opensora_kedro.data.bucket import BucketConfig, assign_buckets
+from opensora_kedro.data.clip_dataset import ClipDataset, collate_clips
+from opensora_kedro.data.sampler import VariableShapeBatchSampler
+
+
+def split_holdout(table: pd.DataFrame, fraction: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(train, held_out)`` by a hash of each path: stable when rows are added or reordered."""
+    if fraction <= 0:
+        return table.reset_index(drop=True), table.iloc[:0].reset_index(drop=True)
+    draws = table["path"].map(lambda p: int(hashlib.sha256(p.encode()).hexdigest()[:8], 16) / 16**8)
+    held = draws < fraction
+    return table[~held].reset_index(drop=True), table[held].reset_index(drop=True)
+
+
+def scaled_bucket_config(raw: dict, scale: float) -> BucketConfig:
+    """The bucket config with every batch size multiplied by ``scale`` (at least 1)."""
+    scaled = {
+        resolution: {
+            frames: (entry[0], max(1, int(entry[1] * scale))) for frames, entry in keys.items()
+        }
+        for resolution, keys in raw.items()
+    }
+    return BucketConfig.from_dict(scaled)
+
+
+def clip_batches(
+    table: pd.DataFrame, params: dict[str, Any], rank: int, world_size: int
+) -> tuple[ClipDataset, VariableShapeBatchSampler, Any]:
+    """Dataset, variable-shape batch sampler and collate function for a training job.
+
+    ``params`` is a training group (``bucket_config``, ``batch_size_scale``, ``seed``,
+    ``dataset.fps_max``, ``dataset.transform_name``); buckets are re-drawn every epoch.
+    """
+    config = scaled_bucket_config(params["bucket_config"], params.get("batch_size_scale", 1.0))
+    seed, fps_max = params["seed"], params["dataset"]["fps_max"]
+
+    def assign(epoch: int) -> pd.DataFrame:
+        return assign_buckets(table, config, seed=seed, epoch=epoch, fps_max=fps_max)
+
+    sampler = VariableShapeBatchSampler(assign, num_replicas=world_size, rank=rank, seed=seed)
+    dataset = ClipDataset(
+        table, seed=seed, fps_max=fps_max, transform=params["dataset"]["transform_name"]
+    )
+    return dataset, sampler, collate_clips

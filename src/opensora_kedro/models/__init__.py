@@ -1,0 +1,1 @@
+"""Model code: the video autoencoders (``models.vae``); library code with no Kedro imports."""

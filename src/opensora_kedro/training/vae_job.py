@@ -1,0 +1,94 @@
+"""The VAE training job: Open-Sora's VAE loss and mixed video/image strategy on the shared loop."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+
+from opensora_kedro.data.clip_batches import clip_batches, split_holdout
+from opensora_kedro.models.vae.losses import VAELoss
+from opensora_kedro.models.vae.registry import build_vae, load_vae_weights, save_vae_weights
+from opensora_kedro.training.distributed import rank
+from opensora_kedro.training.launcher import JobSpec
+from opensora_kedro.training.loop import LoopSettings, Trainer
+from opensora_kedro.training.tracking import MetricsLogger
+
+logger = logging.getLogger(__name__)
+
+
+def build_model(model: dict[str, Any]) -> nn.Module:
+    """The configured autoencoder, with its starting weights when it has any."""
+    vae = build_vae(model["type"], **model["config"])
+    if model["from_pretrained"] and not model["from_scratch"]:
+        load_vae_weights(vae, model["from_pretrained"])
+    return vae
+
+
+def image_probability(ratio: float, rank: int, world_size: int) -> float:
+    """Open-Sora's ``mixed_video_image``: rank 0 always trains on video and the other ranks
+    make up the ratio (``N r / (N - 1)``); a single process uses ``ratio`` itself."""
+    if world_size == 1:
+        return ratio
+    return 0.0 if rank == 0 else min(1.0, world_size * ratio / (world_size - 1))
+
+
+class VaeTask:
+    """Reconstruct bucketed clips; some steps train on the first frame alone (an image)."""
+
+    def __init__(self, params: dict[str, Any], table: pd.DataFrame) -> None:
+        self.params, self.table = params, table
+        loss = params["vae_loss_config"]
+        self.loss_fn = VAELoss(
+            perceptual_loss_weight=loss["perceptual_loss_weight"],
+            kl_loss_weight=loss["kl_loss_weight"],
+            perceptual_weights_path=loss["perceptual_weights_path"],
+        )
+        self.p_image = 0.0
+
+    def build_model(self) -> nn.Module:
+        return build_model(self.params["model"])
+
+    def build_data(self, rank: int, world_size: int):
+        if self.params["mixed_strategy"] == "mixed_video_image":
+            self.p_image = image_probability(self.params["mixed_image_ratio"], rank, world_size)
+        return clip_batches(self.table, self.params, rank, world_size)
+
+    def loss(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        x = batch["video"]
+        # Drawn from torch's RNG even when unused, so resumed runs stay in step.
+        if float(torch.rand(())) < self.p_image:
+            x = x[:, :, :1]
+        reconstruction, posterior = model(x)
+        terms = self.loss_fn(x, reconstruction, posterior)
+        return terms["total"], {name: float(value) for name, value in terms.items()}
+
+
+def run(spec: JobSpec) -> dict[str, Any]:
+    """Job entry: train on the training split; rank 0 exports the weights (EMA when kept)."""
+    params = spec.params
+    table, _ = split_holdout(
+        pd.read_parquet(spec.inputs["training_table"]), params["eval"]["holdout_fraction"]
+    )
+    settings = LoopSettings.from_params(
+        {**params, "warmup_steps": params["lr_scheduler"]["warmup_steps"]}
+    )
+    metrics = MetricsLogger(spec.mlflow_tracking_uri, spec.mlflow_run_id, "vae.", rank() == 0)
+    trainer = Trainer(VaeTask(params, table), settings, Path(spec.output_dir), metrics)
+    if spec.resume:
+        trainer.resume()
+    result = trainer.fit()
+    export = Path(spec.output_dir) / "export"
+    if rank() == 0:
+        save_vae_weights(trainer.ema if trainer.ema is not None else trainer.module, export)
+    logger.info("VAE: %d updates on %d clips", result.update_steps, len(table))
+    return {
+        "checkpoint": result.checkpoint,
+        "export": str(export),
+        "update_steps": result.update_steps,
+        "history": result.history,
+    }
