@@ -34,6 +34,13 @@ def backend(requested: str = "auto") -> str:
     return "nccl" if has_cuda() else "gloo"
 
 
+def check_precision(plugin: str, dtype: str) -> None:
+    """fp16 needs a loss scaler, which ColossalAI's ZeRO and hybrid plugins bring and plain
+    DDP here does not."""
+    if plugin == "ddp" and dtype == "fp16":
+        raise RuntimeError("dtype fp16 needs a loss scaler: use bf16 with plugin ddp, or zero2")
+
+
 def check_plugin(plugin: str, config: dict | None = None) -> None:
     """Fail early, and clearly, for a plugin this machine cannot run.
 

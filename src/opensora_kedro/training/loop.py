@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
+from colossalai.accelerator import get_accelerator
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -18,7 +19,7 @@ from tqdm.auto import tqdm
 from opensora_kedro.training import rng
 from opensora_kedro.training.booster import clips_inside_plugin, make_plugin
 from opensora_kedro.training.checkpoint import CheckpointManager
-from opensora_kedro.training.compat import has_cuda, make_optimizer
+from opensora_kedro.training.compat import check_precision, has_cuda, make_optimizer
 from opensora_kedro.training.distributed import rank, world_size
 from opensora_kedro.training.ema import (
     create_ema_model,
@@ -91,6 +92,16 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
+def _to_device(batch: Any, device: torch.device) -> Any:
+    """Tensors of a (dict) batch on the training device; everything else as it is."""
+    if isinstance(batch, dict):
+        return {
+            k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v
+            for k, v in batch.items()
+        }
+    return batch
+
+
 def _unwrap(model: nn.Module) -> nn.Module:
     return model.unwrap() if hasattr(model, "unwrap") else model
 
@@ -114,6 +125,7 @@ class Trainer:
 
         self.task, self.settings, self.metrics = task, settings, metrics
         self.rank, self.world = rank(), world_size()
+        self.device = get_accelerator().get_current_device()
         torch.manual_seed(settings.seed)  # same initial weights on every rank
         model = task.build_model()
         self.ema = self._make_ema(model)
@@ -121,8 +133,11 @@ class Trainer:
             [p for p in model.parameters() if p.requires_grad], settings.optim
         )
         scheduler = WarmupLR(optimizer, warmup_steps=settings.warmup_steps)
+        check_precision(settings.plugin, settings.dtype)
         # DDP over a single process only copies gradients around: one process trains bare.
         single = settings.plugin == "ddp" and self.world == 1
+        if single:
+            model.to(self.device)
         plugin = None if single else make_plugin(
             settings.plugin, settings.plugin_config, settings.dtype, settings.grad_clip, policy
         )  # fmt: skip
@@ -130,6 +145,8 @@ class Trainer:
         self.model, self.optimizer, _, _, self.scheduler = self.booster.boost(
             model, optimizer, lr_scheduler=scheduler
         )
+        if self.ema is not None:
+            self.ema.to(self.device)  # beside the weights it follows
         self.dataset, self.sampler, self.collate = task.build_data(self.rank, self.world)
         self.checkpoints = CheckpointManager(
             Path(output_dir) / "checkpoints", settings.keep_n_latest
@@ -180,6 +197,11 @@ class Trainer:
         return True
 
     # -- the loop ---------------------------------------------------------------------------
+
+    def _autocast(self):
+        """bf16 autocast for plain DDP on GPUs (ZeRO and hybrid plugins cast by themselves)."""
+        enabled = self.settings.plugin == "ddp" and self.settings.dtype == "bf16" and has_cuda()
+        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=enabled)
 
     def _backward(self, loss: torch.Tensor) -> None:
         if hasattr(self.optimizer, "backward"):  # boosted by a plugin
@@ -236,7 +258,8 @@ class Trainer:
                                 num_workers=settings.num_workers,
                                 generator=torch.Generator().manual_seed(settings.seed))  # fmt: skip
             for batch in loader:
-                loss, _ = self.task.loss(self.model, batch)
+                with self._autocast():
+                    loss, _ = self.task.loss(self.model, _to_device(batch, self.device))
                 self._backward(loss / acc)
                 losses.append(float(loss.detach()))
                 samples += (

@@ -21,9 +21,9 @@ from opensora_kedro.training.tracking import MetricsLogger
 logger = logging.getLogger(__name__)
 
 
-def build_model(model: dict[str, Any]) -> nn.Module:
+def build_model(model: dict[str, Any], grad_checkpoint: bool = False) -> nn.Module:
     """The configured autoencoder, with its starting weights when it has any."""
-    vae = build_vae(model["type"], **model["config"])
+    vae = build_vae(model["type"], **{"gradient_checkpointing": grad_checkpoint, **model["config"]})
     if model["from_pretrained"] and not model["from_scratch"]:
         load_vae_weights(vae, model["from_pretrained"])
     return vae
@@ -51,7 +51,7 @@ class VaeTask:
         self.p_image = 0.0
 
     def build_model(self) -> nn.Module:
-        return build_model(self.params["model"])
+        return build_model(self.params["model"], self.params["grad_checkpoint"])
 
     def build_data(self, rank: int, world_size: int):
         if self.params["mixed_strategy"] == "mixed_video_image":
