@@ -45,8 +45,9 @@ def _kedro(project: Path, *args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_kedro_run_default_pipeline(project):
-    short_vae = "vae_training.max_steps=6,vae_training.ckpt_every=3,vae_training.log_every=2"
-    _kedro(project, "run", f"--params={short_vae}")
+    short = ("vae_training.max_steps=6,vae_training.ckpt_every=3,vae_training.log_every=2,"
+             "diffusion_stage1.max_steps=4,diffusion_stage1.log_every=2")  # fmt: skip
+    _kedro(project, "run", f"--params={short}")
 
     captions = pd.read_csv(project / "data/01_raw/captions.csv")
     meta = pd.read_parquet(project / "data/02_intermediate/video_meta.parquet")
@@ -73,6 +74,9 @@ def test_kedro_run_default_pipeline(project):
     history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "vae.loss")
     assert [m.step for m in history] == [2, 4, 6]  # logged by the training job, rank 0
     assert (project / "data/06_models/vae/model.safetensors").is_file()
+    history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "diffusion_stage1.loss")
+    assert [m.step for m in history] == [2, 4]
+    assert (project / "data/06_models/diffusion_stage1/model.safetensors").is_file()
 
     table = pd.read_parquet(project / "data/05_model_input/training_table.parquet")
     assert len(table) == 28 and table["score_vmafmotion"].notna().all()
@@ -106,7 +110,7 @@ def test_viz_build_shows_every_pipeline(project):
     _kedro(project, "viz", "build")
     main = json.loads((project / "build/api/main").read_text())
     pipelines = {pipeline["id"] for pipeline in main["pipelines"]}
-    assert {"__default__", "demo_data", "data_processing"} <= pipelines
+    assert {"__default__", "demo_data", "data_processing", "diffusion_stage2_i2v"} <= pipelines
     layers = set(main["layers"])
     assert {"raw", "intermediate", "primary", "model_input", "reporting"} <= layers
 

@@ -4,7 +4,13 @@ from kedro.framework.project import find_pipelines
 from kedro.pipeline import Pipeline
 
 # The embedded default, in order; later stages join as they land.
-DEFAULT_CHAIN = ("demo_data", "data_processing", "text_embedding", "vae_training")
+DEFAULT_CHAIN = (
+    "demo_data",
+    "data_processing",
+    "text_embedding",
+    "vae_training",
+    "diffusion_stage1",
+)
 
 
 def register_pipelines() -> dict[str, Pipeline]:

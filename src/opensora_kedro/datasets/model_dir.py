@@ -17,14 +17,20 @@ CONFIG = "config.json"
 
 class ModelDirDataset(AbstractDataset[dict[str, Any], str]):
     """Saves ``{"weights": <safetensors file to copy>, "config": {...}}`` into the folder,
-    replacing it atomically; loads the folder's path (models load themselves from it)."""
+    replacing it atomically; loads the folder's path (models load themselves from it).
+    An ``optional`` model that was never trained loads as None instead of failing."""
 
-    def __init__(self, path: str, metadata: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, path: str, optional: bool = False, metadata: dict[str, Any] | None = None
+    ) -> None:
         self._path = Path(path)
+        self._optional = optional
         self.metadata = metadata
 
-    def load(self) -> str:
+    def load(self) -> str | None:
         if not (self._path / WEIGHTS).is_file():
+            if self._optional:
+                return None
             raise DatasetError(f"no trained model at {self._path} (no {WEIGHTS}); train it first")
         return str(self._path)
 

@@ -16,6 +16,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import mlflow
+import pandas as pd
+
 from opensora_kedro.training.distributed import free_port
 
 logger = logging.getLogger(__name__)
@@ -40,6 +43,24 @@ class JobSpec:
     @property
     def job_dir(self) -> Path:
         return Path(self.output_dir) / "job"
+
+
+def make_job_spec(entry: str, params: dict, run_dir: str, table: pd.DataFrame) -> JobSpec:
+    """A job spec for ``entry``: the table is handed to the workers as a file in the run folder."""
+    run = Path(run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    table_path = run / "training_table.parquet"
+    table.to_parquet(table_path)
+    active = mlflow.active_run()  # kedro-mlflow's run: the job logs its steps into it
+    return JobSpec(
+        entry=entry,
+        params=params,
+        output_dir=str(run),
+        inputs={"training_table": str(table_path)},
+        mlflow_tracking_uri=mlflow.get_tracking_uri(),
+        mlflow_run_id=active.info.run_id if active else None,
+        resume=params.get("resume", True),
+    )
 
 
 def run_job(spec: JobSpec) -> dict[str, Any]:

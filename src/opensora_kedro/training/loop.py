@@ -287,3 +287,27 @@ class Trainer:
         return TrainResult(
             str(last_saved) if last_saved else None, running.update_step, self.metrics.history
         )
+
+
+def train_and_export(
+    task: TrainTask, settings: LoopSettings, spec: Any, metrics_prefix: str
+) -> dict:
+    """What every job does with its task: train (resuming unless told not to), then rank 0
+    exports the weights (the EMA copy when kept) as ``export/model.safetensors``."""
+    from safetensors.torch import save_file
+
+    metrics = MetricsLogger(
+        spec.mlflow_tracking_uri, spec.mlflow_run_id, metrics_prefix, rank() == 0
+    )
+    trainer = Trainer(task, settings, Path(spec.output_dir), metrics)
+    if spec.resume:
+        trainer.resume()
+    result = trainer.fit()
+    export = Path(spec.output_dir) / "export"
+    if rank() == 0:
+        model = trainer.ema if trainer.ema is not None else trainer.module
+        export.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        save_file(state, str(export / "model.safetensors"))
+    return {"checkpoint": result.checkpoint, "export": str(export),
+            "update_steps": result.update_steps, "history": result.history}  # fmt: skip

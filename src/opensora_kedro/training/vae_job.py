@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -12,11 +11,9 @@ from torch import nn
 
 from opensora_kedro.data.clip_batches import clip_batches, split_holdout
 from opensora_kedro.models.vae.losses import VAELoss
-from opensora_kedro.models.vae.registry import build_vae, load_vae_weights, save_vae_weights
-from opensora_kedro.training.distributed import rank
+from opensora_kedro.models.vae.registry import build_vae, load_vae_weights
 from opensora_kedro.training.launcher import JobSpec
-from opensora_kedro.training.loop import LoopSettings, Trainer
-from opensora_kedro.training.tracking import MetricsLogger
+from opensora_kedro.training.loop import LoopSettings, train_and_export
 
 logger = logging.getLogger(__name__)
 
@@ -71,24 +68,8 @@ class VaeTask:
 def run(spec: JobSpec) -> dict[str, Any]:
     """Job entry: train on the training split; rank 0 exports the weights (EMA when kept)."""
     params = spec.params
-    table, _ = split_holdout(
-        pd.read_parquet(spec.inputs["training_table"]), params["eval"]["holdout_fraction"]
-    )
-    settings = LoopSettings.from_params(
-        {**params, "warmup_steps": params["lr_scheduler"]["warmup_steps"]}
-    )
-    metrics = MetricsLogger(spec.mlflow_tracking_uri, spec.mlflow_run_id, "vae.", rank() == 0)
-    trainer = Trainer(VaeTask(params, table), settings, Path(spec.output_dir), metrics)
-    if spec.resume:
-        trainer.resume()
-    result = trainer.fit()
-    export = Path(spec.output_dir) / "export"
-    if rank() == 0:
-        save_vae_weights(trainer.ema if trainer.ema is not None else trainer.module, export)
-    logger.info("VAE: %d updates on %d clips", result.update_steps, len(table))
-    return {
-        "checkpoint": result.checkpoint,
-        "export": str(export),
-        "update_steps": result.update_steps,
-        "history": result.history,
-    }
+    table = pd.read_parquet(spec.inputs["training_table"])
+    train, _ = split_holdout(table, params["eval"]["holdout_fraction"])
+    warmup = params["lr_scheduler"]["warmup_steps"]
+    settings = LoopSettings.from_params({**params, "warmup_steps": warmup})
+    return train_and_export(VaeTask(params, train), settings, spec, "vae.")

@@ -1,0 +1,76 @@
+"""One modular pipeline for every diffusion stage, instantiated per stage under its namespace.
+
+Each stage trains through the launcher from its parent stage's exported model (when the
+parent has been trained) and exports its own; a stage's datasets are ``<stage>.run_dir`` and
+``<stage>.model`` (catalog factories), its parameters ``params:<stage>``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pandas as pd
+from kedro.pipeline import Node, Pipeline
+
+from opensora_kedro.text.cache import EmbeddingCache
+from opensora_kedro.training.launcher import launch, make_job_spec
+
+logger = logging.getLogger(__name__)
+
+# Stage -> the stage whose trained model it starts from (Open-Sora's training order).
+PARENTS = {
+    "diffusion_image": None,
+    "diffusion_stage1": "diffusion_image",
+    "diffusion_stage2": "diffusion_stage1",
+    "diffusion_stage1_i2v": "diffusion_stage1",
+    "diffusion_stage2_i2v": "diffusion_stage2",
+}
+
+
+def train_stage(
+    table: pd.DataFrame,
+    text: EmbeddingCache,
+    vae_model: str,
+    params: dict,
+    launcher: dict,
+    run_dir: str,
+    parent_model: str | None = None,
+) -> dict:
+    """Train one stage through the launcher, from its parent's model when there is one;
+    resumes from ``run_dir``'s checkpoints. Returns the export for ``<stage>.model``."""
+    stage = Path(run_dir).name.removesuffix("_training")
+    spec = make_job_spec(
+        "opensora_kedro.training.diffusion_job:run", {**params, "name": stage}, run_dir, table
+    )
+    spec.inputs.update(text_embeddings=str(text.root), vae_model=vae_model)
+    if parent_model:
+        spec.inputs["parent_model"] = parent_model
+    else:
+        logger.info("%s: no trained parent stage; training from scratch", stage)
+    result = launch(spec, launcher)
+    logger.info(
+        "%s: %d updates, last checkpoint %s", stage, result["update_steps"], result["checkpoint"]
+    )
+    return {"weights": f"{result['export']}/model.safetensors", "config": params["model"]}
+
+
+def stage_pipeline(stage: str) -> Pipeline:
+    """``stage``'s training as a namespaced instance of the one stage pipeline."""
+    parent = PARENTS[stage]
+    inputs = {
+        "table": "training_table", "text": "text_embeddings", "vae_model": "vae_model",
+        "params": "params:stage", "launcher": "params:launcher", "run_dir": "run_dir",
+    }  # fmt: skip
+    if parent:
+        inputs["parent_model"] = "parent_model"
+    template = Pipeline([Node(train_stage, inputs, "model", name="train")])
+    shared = {name: name for name in ("training_table", "text_embeddings", "vae_model")}
+    if parent:
+        shared["parent_model"] = f"{parent}.model"
+    return Pipeline(
+        template,
+        namespace=stage,
+        inputs=shared,
+        parameters={"params:stage": f"params:{stage}", "params:launcher": "params:launcher"},
+    )

@@ -1,0 +1,9 @@
+"""The ``diffusion_stage1`` pipeline: an instance of the one diffusion stage pipeline."""
+
+from kedro.pipeline import Pipeline
+
+from opensora_kedro.pipelines.diffusion_stage import stage_pipeline
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return stage_pipeline("diffusion_stage1")
