@@ -1,4 +1,4 @@
-"""``python -m opensora_kedro`` runs the project like ``kedro run`` (launched workers use it)."""
+"""``python -m opensora_kedro`` runs the project like ``kedro run``."""
 
 import sys
 from pathlib import Path

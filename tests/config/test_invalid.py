@@ -44,6 +44,7 @@ CASES = [
     ({S1: {"extends": "diffusion_imgae"}}, "diffusion_stage1.extends", "does not exist"),
     ({"diffusion_image": {"extends": "diffusion_stage1_i2v"}}, "extends", "inheritance cycle"),
     ({"diffusion_image": {"extends": "diffusion_image"}}, "diffusion_image.extends", "cycle"),
+    ({S1: {"extends": ["diffusion_image"]}}, "diffusion_stage1.extends", "must be the name"),
     # inconsistent model dims
     ({S1: {"model": {"hidden_size": 96}}}, "diffusion_stage1.model.hidden_size", "num_heads * sum(axes_dim)"),
     ({S1: {"model": {"num_heads": 3}}}, "diffusion_stage1.model.hidden_size", "num_heads * sum(axes_dim)"),

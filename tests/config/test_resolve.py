@@ -137,3 +137,17 @@ def test_auto_values_follow_the_hardware(local_layers):
     h100 = Hardware(gpu_count=8, gpu_memory_gib=80.0, bf16=True)
     gpu = resolve_parameters(local_layers, h100).params["diffusion_stage1"]
     assert (gpu["dtype"], gpu["grad_checkpoint"], gpu["batch_size_scale"]) == ("bf16", True, 0.571)
+
+
+def test_a_group_level_delete_in_an_env_replaces_the_inherited_group():
+    layers = [
+        ("base.yml", {"a": {"x": {"k": 1}, "z": 1}, "b": {"extends": "a", "y": 2}}),
+        ("local.yml", {"b": {"_delete_": True, "extends": "a", "w": 3}}),
+    ]
+    from opensora_kedro.config.inheritance import resolve_inheritance
+    from opensora_kedro.config.resolve import _merge_layers
+
+    merged, sources, raw, _ = _merge_layers(layers)
+    resolved, issues = resolve_inheritance(merged, raw, sources)
+    assert not issues
+    assert resolved["b"] == {"x": {"k": 1}, "z": 1, "w": 3, "extends": "a"}  # b's own y is gone

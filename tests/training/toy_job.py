@@ -34,11 +34,11 @@ def _collate(items):
     }
 
 
-def _assignment(epoch: int) -> pd.DataFrame:
+def _assignment(epoch: int, rows: int = ROWS) -> pd.DataFrame:
     return pd.DataFrame(
         {"bucket_resolution": "toy", "bucket_num_frames": 1, "bucket_aspect": "1:1",
          "bucket_height": 1, "bucket_width": 1, "batch_size": 4, "sampling_interval": 1},
-        index=range(ROWS),
+        index=range(rows),
     )  # fmt: skip
 
 
@@ -52,9 +52,11 @@ class ToyTask:
         return nn.Sequential(nn.Linear(8, 16), nn.Dropout(0.1), nn.Linear(16, 1))
 
     def build_data(self, rank: int, world_size: int):
+        rows = self.params.get("toy_rows", ROWS)
         sampler = VariableShapeBatchSampler(
-            _assignment, num_replicas=world_size, rank=rank, seed=self.params["seed"]
-        )
+            lambda epoch: _assignment(epoch, rows), num_replicas=world_size, rank=rank,
+            seed=self.params["seed"],
+        )  # fmt: skip
         return _Dataset(), sampler, _collate
 
     def loss(self, model, batch):
@@ -73,6 +75,8 @@ def run(spec: JobSpec) -> dict:
     trainer = Trainer(ToyTask(spec.params), settings, Path(spec.output_dir), metrics)
     if spec.resume:
         trainer.resume()
+    else:
+        trainer.discard_checkpoints()
     result = trainer.fit()
     if rank() == 0:
         weights = {k: v.tolist() for k, v in trainer.module.state_dict().items()}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from opensora_kedro.config.errors import ConfigIssue
-from opensora_kedro.config.merge import Sources, deep_merge
+from opensora_kedro.config.merge import DELETE_MARKER, Sources, deep_merge
 
 EXTENDS = "extends"
 
@@ -17,6 +17,10 @@ def _chain(name: str, groups: dict[str, Any]) -> list[str] | ConfigIssue:
         parent = groups[chain[-1]].get(EXTENDS)
         if parent is None:
             return list(reversed(chain))
+        if not isinstance(parent, str):
+            return ConfigIssue(
+                (chain[-1], EXTENDS), parent, "must be the name of a parameter group"
+            )
         if parent not in groups or not isinstance(groups[parent], dict):
             return ConfigIssue(
                 (chain[-1], EXTENDS), parent, "names a parameter group that does not exist"
@@ -51,8 +55,12 @@ def resolve_inheritance(
         group_sources: Sources = {}
         merged: dict[str, Any] = {}
         for ancestor in chain:
+            inherited = (dict(merged), dict(group_sources))
             for origin, layer, _ in raw_layers:
                 own = layer.get(ancestor)
+                if isinstance(own, dict) and own.get(DELETE_MARKER):
+                    # This layer replaces the group's own values so far, not what it inherits.
+                    merged, group_sources = dict(inherited[0]), dict(inherited[1])
                 if isinstance(own, dict):
                     suffix = "" if ancestor == name else f" (inherited from {ancestor})"
                     merged = deep_merge(merged, own, origin + suffix, group_sources)

@@ -51,5 +51,8 @@ class ProjectConfigLoader(OmegaConfigLoader):
         return layers
 
     def resolved_parameters(self) -> ResolvedParameters:
-        """Resolve and validate the parameters; raises ConfigError listing every issue."""
-        return resolve_parameters(self.parameter_layers(), env=self.run_env)
+        """Resolve and validate the parameters (once per loader); raises ConfigError listing
+        every issue."""
+        if getattr(self, "_resolved", None) is None:
+            self._resolved = resolve_parameters(self.parameter_layers(), env=self.run_env)
+        return self._resolved

@@ -18,6 +18,10 @@ def split_holdout(table: pd.DataFrame, fraction: float) -> tuple[pd.DataFrame, p
         return table.reset_index(drop=True), table.iloc[:0].reset_index(drop=True)
     draws = table["path"].map(lambda p: int(hashlib.sha256(p.encode()).hexdigest()[:8], 16) / 16**8)
     held = draws < fraction
+    if held.all():
+        raise ValueError(
+            f"holdout_fraction {fraction} keeps every one of the {len(table)} clips out of training"
+        )
     return table[~held].reset_index(drop=True), table[held].reset_index(drop=True)
 
 

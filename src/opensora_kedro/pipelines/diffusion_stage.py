@@ -8,7 +8,7 @@ parent has been trained) and exports its own; a stage's datasets are ``<stage>.r
 from __future__ import annotations
 
 import logging
-from pathlib import Path
+from functools import partial, update_wrapper
 
 import pandas as pd
 from kedro.pipeline import Node, Pipeline
@@ -36,10 +36,11 @@ def train_stage(
     launcher: dict,
     run_dir: str,
     parent_model: str | None = None,
+    *,
+    stage: str,
 ) -> dict:
     """Train one stage through the launcher, from its parent's model when there is one;
     resumes from ``run_dir``'s checkpoints. Returns the export for ``<stage>.model``."""
-    stage = Path(run_dir).name.removesuffix("_training")
     spec = make_job_spec(
         "opensora_kedro.training.diffusion_job:run", {**params, "name": stage}, run_dir, table
     )
@@ -64,7 +65,8 @@ def stage_pipeline(stage: str) -> Pipeline:
     }  # fmt: skip
     if parent:
         inputs["parent_model"] = "parent_model"
-    template = Pipeline([Node(train_stage, inputs, "model", name="train")])
+    train = update_wrapper(partial(train_stage, stage=stage), train_stage)
+    template = Pipeline([Node(train, inputs, "model", name="train")])
     shared = {name: name for name in ("training_table", "text_embeddings", "vae_model")}
     if parent:
         shared["parent_model"] = f"{parent}.model"

@@ -42,6 +42,7 @@ class DiffusionTask:
         self.generator = None
 
     def build_model(self) -> nn.Module:
+        """The MMDiT, from the parent stage's weights when there are any."""
         model = build_mmdit({**self.params["model"], "grad_ckpt_settings": self._ckpt_settings()})
         parent = self.inputs.get("parent_model")
         if parent:
@@ -60,6 +61,7 @@ class DiffusionTask:
         )
 
     def build_data(self, rank: int, world_size: int):
+        """Bucketed clips of the training table for this rank."""
         return clip_batches(self.table, self.params, rank, world_size)
 
     def _text(self, indices: list[int], device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -75,11 +77,12 @@ class DiffusionTask:
         return t5, clip
 
     def loss(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        """Rectified-flow velocity loss on the VAE latents of a batch."""
         video = batch["video"]
         self.vae.to(video.device)
         with torch.no_grad():
             x0 = self.vae.encode(video, sample=True)
-        txt, y = self._text(batch["index"], video.device)
+        txt, y = self._text(batch["index"].tolist(), video.device)
         batch_size, _, frames, height, width = x0.shape
         alpha = rf.time_shift_alpha((height, width), frames, self.params["model"]["patch_size"])
         t = rf.shift_timesteps(rf.sample_timesteps(batch_size, device=video.device), alpha)

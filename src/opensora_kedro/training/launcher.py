@@ -147,10 +147,14 @@ def _launch_workers(spec: JobSpec, launcher: dict[str, Any]) -> dict[str, Any]:
     reader = threading.Thread(target=_relay, args=(process.stdout, tail), daemon=True)
     reader.start()
     started = time.monotonic()
+    # Only global rank 0 (on node 0) writes the ready and result files; without a shared
+    # file system the other nodes of a torchrun job judge by their workers' exit code.
+    leader = launcher["node_rank"] == 0 or bool(launcher["hostfile"])
     try:
         while process.poll() is None:
             waited = time.monotonic() - started
-            if not (job_dir / READY_FILE).exists() and waited > launcher["rdzv_timeout_s"]:
+            joined = (job_dir / READY_FILE).exists() or not leader
+            if not joined and waited > launcher["rdzv_timeout_s"]:
                 raise TimeoutError(
                     f"the workers did not all join within launcher.rdzv_timeout_s="
                     f"{launcher['rdzv_timeout_s']} s; check launcher.master_addr="
@@ -163,6 +167,8 @@ def _launch_workers(spec: JobSpec, launcher: dict[str, Any]) -> dict[str, Any]:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
         reader.join(timeout=5)
+    if process.returncode == 0 and not leader:
+        return {"checkpoint": None, "export": None, "update_steps": None, "history": []}
     if process.returncode != 0 or not (job_dir / RESULT_FILE).exists():
         raise RuntimeError(
             f"training job failed (exit {process.returncode}):\n{_worker_error(job_dir, tail)}"

@@ -102,6 +102,17 @@ def _to_device(batch: Any, device: torch.device) -> Any:
     return batch
 
 
+def _gather(value: Any) -> list[Any]:
+    """``value`` of every rank, in rank order (on every rank)."""
+    import torch.distributed as dist
+
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return [value]
+    values: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(values, value)
+    return values
+
+
 def _unwrap(model: nn.Module) -> nn.Module:
     return model.unwrap() if hasattr(model, "unwrap") else model
 
@@ -170,7 +181,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "lr_scheduler": self.scheduler.state_dict(),
             "sampler": self.sampler.state_dict(self.running.step),
-            "rng": rng.capture(),
+            "rng": {"ranks": _gather(rng.capture())},
             "running": vars(self.running).copy(),
         }
         if self.ema is not None:
@@ -186,15 +197,41 @@ class Trainer:
             return False
         state = self.checkpoints.load(latest)
         _unwrap(self.model).load_state_dict(state["model"])
+        if hasattr(self.model, "update_master_params"):  # ZeRO keeps fp32 masters apart
+            self.model.update_master_params()
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["lr_scheduler"])
         self.sampler.load_state_dict(state["sampler"])
         if self.ema is not None and "ema" in state:
             load_ema_state_dict(self.ema, state["ema"])
         self.running = Running(**state["running"])
-        rng.restore(state["rng"])
+        ranks = state["rng"]["ranks"]
+        if len(ranks) != self.world:
+            logger.warning(
+                "resuming %d ranks from %d: random streams differ", self.world, len(ranks)
+            )
+        rng.restore(ranks[self.rank % len(ranks)])
+        self._apply_configured_optimizer()
         logger.info("resumed from %s (update step %d)", latest, self.running.update_step)
         return True
+
+    def _apply_configured_optimizer(self) -> None:
+        """A resumed run uses the configured lr (as Open-Sora resets lr and eps on load)."""
+        optim = self.settings.optim
+        for group in self.optimizer.param_groups:
+            group["eps"] = optim["eps"]
+        if list(self.scheduler.base_lrs) != [optim["lr"]] * len(self.scheduler.base_lrs):
+            logger.info("resumed with lr %g from the parameters", optim["lr"])
+            self.scheduler.base_lrs = [optim["lr"]] * len(self.scheduler.base_lrs)
+            self.scheduler.set_step(self.running.update_step)
+
+    def discard_checkpoints(self) -> None:
+        """Start afresh: the old run's checkpoints are moved aside (rank 0), not deleted."""
+        root = self.checkpoints.root
+        if self.rank == 0 and root.exists() and any(root.iterdir()):
+            aside = root.with_name(f"{root.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+            root.rename(aside)
+            logger.info("resume is off: moved the earlier checkpoints to %s", aside)
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -245,13 +282,18 @@ class Trainer:
         settings, running = self.settings, self.running
         acc = settings.accumulation_steps
         losses, samples, started, norm = [], 0, time.perf_counter(), 0.0
-        total = settings.max_steps or None
         bar = tqdm(
-            total=total, initial=running.update_step, desc="training", disable=self.rank != 0
-        )
-        last_saved = None
+            total=settings.max_steps, initial=running.update_step, desc="training",
+            disable=self.rank != 0,
+        )  # fmt: skip
+        last_saved, saved_step = None, None
         while running.epoch < settings.epochs and not self._done():
             self.sampler.set_epoch(running.epoch)
+            if len(self.sampler) == 0 and running.step == 0:
+                raise ValueError(
+                    f"epoch {running.epoch} has no full batch: no clip of the training table fits "
+                    "bucket_config, or there are fewer clips than a bucket's batch size"
+                )
             # A generator of its own: a DataLoader iterator otherwise draws from the global
             # torch RNG when created, and a resumed run creates one more than a whole run.
             loader = DataLoader(self.dataset, batch_sampler=self.sampler, collate_fn=self.collate,
@@ -276,13 +318,16 @@ class Trainer:
                     bar.set_postfix(loss=f"{sum(losses) / len(losses):.4f}")
                     losses, samples, started = [], 0, time.perf_counter()
                 if running.update_step % settings.ckpt_every == 0 or self._done():
-                    last_saved = self.save() or last_saved
+                    last_saved, saved_step = self.save() or last_saved, running.update_step
                 if self._done():
                     break
             else:
+                if running.step % acc:  # an epoch's last, incomplete accumulation is dropped
+                    self.optimizer.zero_grad(set_to_none=True)
+                    losses = []
                 running.epoch, running.step = running.epoch + 1, 0
         bar.close()
-        if last_saved is None or not str(last_saved).endswith(f"{running.update_step:08d}"):
+        if saved_step != running.update_step:  # decided alike on every rank (saving is collective)
             last_saved = self.save() or last_saved
         return TrainResult(
             str(last_saved) if last_saved else None, running.update_step, self.metrics.history
@@ -302,6 +347,8 @@ def train_and_export(
     trainer = Trainer(task, settings, Path(spec.output_dir), metrics)
     if spec.resume:
         trainer.resume()
+    else:
+        trainer.discard_checkpoints()
     result = trainer.fit()
     export = Path(spec.output_dir) / "export"
     if rank() == 0:

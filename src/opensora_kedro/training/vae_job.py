@@ -48,14 +48,17 @@ class VaeTask:
         self.p_image = 0.0
 
     def build_model(self) -> nn.Module:
+        """The autoencoder to train."""
         return build_model(self.params["model"], self.params["grad_checkpoint"])
 
     def build_data(self, rank: int, world_size: int):
+        """Bucketed clips of the training split for this rank."""
         if self.params["mixed_strategy"] == "mixed_video_image":
             self.p_image = image_probability(self.params["mixed_image_ratio"], rank, world_size)
         return clip_batches(self.table, self.params, rank, world_size)
 
     def loss(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        """Open-Sora's VAE loss of a batch (or of its first frames, for an image step)."""
         x = batch["video"]
         # Drawn from torch's RNG even when unused, so resumed runs stay in step.
         if float(torch.rand(())) < self.p_image:

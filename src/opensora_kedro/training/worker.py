@@ -14,6 +14,7 @@ from opensora_kedro.training.launcher import RESULT_FILE, JobSpec, run_job
 
 
 def main() -> None:
+    """Run the job of ``--spec`` as this worker's rank; record the error for the launcher."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--spec", required=True, help="the job spec JSON written by the launcher")
     args = parser.parse_args()

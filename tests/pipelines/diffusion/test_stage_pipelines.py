@@ -83,3 +83,19 @@ def test_stage_pipelines_are_namespaced_instances():
     }  # fmt: skip
     assert pipeline.outputs() == {"diffusion_stage2_i2v.model"}
     assert stage_pipeline("diffusion_image").inputs() >= {"params:diffusion_image"}
+
+
+def test_caption_dropout_uses_the_cached_null_embeddings(inputs):
+    import torch
+
+    from opensora_kedro.training.diffusion_job import DiffusionTask
+
+    root, table, params = inputs
+    paths = {"text_embeddings": str(root / "text_embeddings"), "vae_model": str(root / "vae")}
+    always = {**params["diffusion_stage1"], "dropout_ratio": {"t5": 1.0, "clip": 1.0}}
+    task = DiffusionTask(always, table, paths)
+    t5, clip = task._text([0, 1], torch.device("cpu"))
+    assert torch.equal(t5[1], task.text.null("t5")) and torch.equal(clip[0], task.text.null("clip"))
+    never = DiffusionTask({**always, "dropout_ratio": {"t5": 0.0, "clip": 0.0}}, table, paths)
+    t5, _ = never._text([0], torch.device("cpu"))
+    assert torch.equal(t5[0], task.text.lookup([table.loc[0, "caption_hash"]], "t5")[0])

@@ -84,3 +84,5 @@ def test_training_split_excludes_held_out_clips(table):
     again, _ = split_holdout(table.iloc[::-1], 0.3)
     assert set(again["path"]) == set(train["path"])  # by path hash, not by position
     assert isinstance(train, pd.DataFrame)
+    with pytest.raises(ValueError, match="keeps every one"):
+        split_holdout(table.head(1), 0.999999)

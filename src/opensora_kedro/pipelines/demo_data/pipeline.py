@@ -6,6 +6,7 @@ from .nodes import plan_clips, render_clips
 
 
 def create_pipeline(**kwargs) -> Pipeline:
+    """The pipeline, for the registry."""
     return Pipeline(
         [
             Node(plan_clips, "params:demo_data", "demo_clip_specs", name="plan_demo_clips"),

@@ -6,4 +6,5 @@ from opensora_kedro.pipelines.diffusion_stage import stage_pipeline
 
 
 def create_pipeline(**kwargs) -> Pipeline:
+    """The pipeline, for the registry."""
     return stage_pipeline("diffusion_image")

@@ -11,6 +11,7 @@ from .nodes import embed_captions, plan_text_embeddings, prepare_text_encoders
 
 
 def create_pipeline(**kwargs) -> Pipeline:
+    """The pipeline, for the registry."""
     return Pipeline(
         [
             Node(

@@ -6,6 +6,7 @@ from .nodes import evaluate_vae, train_vae
 
 
 def create_pipeline(**kwargs) -> Pipeline:
+    """The pipeline, for the registry."""
     return Pipeline(
         [
             Node(
