@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from kedro.io import AbstractDataset, DatasetError
+
+from opensora_kedro.datasets.folder_swap import replace_folder
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -35,19 +35,11 @@ class ModelDirDataset(AbstractDataset[dict[str, Any], str]):
         return str(self._path)
 
     def save(self, data: dict[str, Any]) -> None:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{self._path.name}.", dir=self._path.parent))
-        try:
+        def fill(staging: Path) -> None:
             shutil.copyfile(data["weights"], staging / WEIGHTS)
             (staging / CONFIG).write_text(json.dumps(data["config"], indent=1, default=str))
-            retired = self._path.with_name(f".{self._path.name}.old")
-            shutil.rmtree(retired, ignore_errors=True)
-            if self._path.exists():
-                os.replace(self._path, retired)
-            os.replace(staging, self._path)
-            shutil.rmtree(retired, ignore_errors=True)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+
+        replace_folder(self._path, fill)
 
     def _exists(self) -> bool:
         return (self._path / WEIGHTS).is_file()

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kedro.io import AbstractDataset, DatasetError
+
+from opensora_kedro.datasets.folder_swap import replace_folder
 
 # Written into every folder this dataset creates; a folder without it holds
 # someone's own files and is never replaced.
@@ -59,24 +58,15 @@ class VideoFolderDataset(AbstractDataset[dict[str, bytes], VideoFolder]):
                 f"refusing to replace {root}: it holds files this dataset did not write "
                 f"(no {MARKER} marker); point the catalog entry at another folder"
             )
-        root.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
-        try:
+
+        def fill(staging: Path) -> None:
             for name, content in data.items():
                 target = staging / name
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(content)
             (staging / MARKER).touch()
-            if root.exists():
-                retired = root.with_name(f".{root.name}.old")
-                shutil.rmtree(retired, ignore_errors=True)
-                os.replace(root, retired)
-                os.replace(staging, root)
-                shutil.rmtree(retired)
-            else:
-                os.replace(staging, root)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+
+        replace_folder(root, fill)
 
     def _exists(self) -> bool:
         return self._root.is_dir()

@@ -34,6 +34,7 @@ from safetensors import safe_open
 from safetensors.torch import save as safetensors_bytes
 
 from opensora_kedro.data.video_table import caption_hash
+from opensora_kedro.hashing import sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -100,14 +101,6 @@ class _Entry:
     shard: str
     row: int
     key: str
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        while chunk := stream.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _write_atomic(path: Path, content: bytes) -> None:
@@ -294,7 +287,7 @@ class EmbeddingCache:
         manifest = self._manifests[name]
         path = self.shard_dir / f"{name}.safetensors"
         try:
-            if self.verify_mode == "full" and _sha256_file(path) != manifest["sha256"]:
+            if self.verify_mode == "full" and sha256_file(path) != manifest["sha256"]:
                 raise ValueError("sha256 differs from the manifest")
             with safe_open(str(path), framework="pt") as handle:
                 if handle.metadata().get("slot") != Slot.from_dict(manifest["slot"]).id:

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from opensora_kedro.hashing import sha256_file
 from opensora_kedro.text.cache import CacheUpdate, EmbeddingPlan, Slot
 
 logger = logging.getLogger(__name__)
@@ -75,11 +76,7 @@ def _file_sha256(path: Path) -> str:
     stat = path.stat()
     memo = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     if memo not in _FILE_HASHES:
-        digest = hashlib.sha256()
-        with open(path, "rb") as stream:
-            while chunk := stream.read(1 << 22):
-                digest.update(chunk)
-        _FILE_HASHES[memo] = digest.hexdigest()
+        _FILE_HASHES[memo] = sha256_file(path)
     return _FILE_HASHES[memo]
 
 

@@ -24,7 +24,6 @@ would be removed as stale.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import operator
@@ -39,6 +38,7 @@ from typing import Any
 
 import torch
 
+from opensora_kedro.hashing import sha256_file as _sha256
 from opensora_kedro.training.state_io import load_state, save_state
 
 logger = logging.getLogger(__name__)
@@ -50,7 +50,6 @@ TEMP_PREFIX = ".tmp-step-"
 TRASH_PREFIX = ".old-step-"
 _FINAL_NAME = re.compile(r"^step-(\d{8,})$")
 _PART_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
-_HASH_CHUNK = 8 << 20
 
 
 class CheckpointError(RuntimeError):
@@ -292,14 +291,6 @@ def _signature(path: Path, files: list[str]) -> frozenset:
             return frozenset({("missing", file)})
         entries.append((file, stat.st_size, stat.st_mtime_ns, stat.st_ino))
     return frozenset(entries)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(_HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _write_json_durably(path: Path, document: dict[str, Any]) -> None:

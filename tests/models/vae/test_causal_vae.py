@@ -18,17 +18,6 @@ from opensora_kedro.models.vae.base import (
     tile_starts,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These small tensors gain little from a second thread, while two OpenMP threads on a
-    shared 2-core machine slow down several-fold; run the module on one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # Smaller than tiny_vae (same structure: 8x spatial, 4x temporal, 4 latent channels) so the
 # many forward passes below stay fast.
 SMALL = {"block_out_channels": (8, 8, 16, 16), "norm_num_groups": 4}

@@ -18,16 +18,6 @@ from opensora_kedro.models.vae.dc_ae import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These small tensors gain little from a second thread, while two OpenMP threads on a
-    shared 2-core machine slow down several-fold; run the module on one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_dc_ae(**overrides: object) -> torch.nn.Module:
     torch.manual_seed(0)
     return build_vae("tiny_dc_ae", **overrides).eval()

@@ -17,16 +17,6 @@ from opensora_kedro.models.vae import LPIPS, VAELoss
 from opensora_kedro.models.vae.base import DiagonalGaussianDistribution
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These small tensors gain little from a second thread, while two OpenMP threads on a
-    shared 2-core machine slow down several-fold; run the module on one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def lpips_file(tmp_path_factory):
     """A complete LPIPS weights file from a random init (a loading test, not a metric).

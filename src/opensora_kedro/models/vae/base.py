@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 LOGVAR_RANGE = (-30.0, 20.0)  # as in HunyuanVideo / diffusers: keeps exp() finite
 
@@ -195,6 +196,13 @@ def run_tiled(fn: Callable[[Tensor], Tensor], x: Tensor, plans: list[AxisPlan]) 
 # ---------------------------------------------------------------------------------------------
 # The interface.
 # ---------------------------------------------------------------------------------------------
+
+
+def run_block(module: nn.Module, x: Tensor, use_checkpoint: bool) -> Tensor:
+    """``module(x)``, recomputed in backward instead of stored when ``use_checkpoint``."""
+    if use_checkpoint and torch.is_grad_enabled():
+        return checkpoint(module, x, use_reentrant=False)
+    return module(x)
 
 
 class VideoAutoencoder(nn.Module, ABC):

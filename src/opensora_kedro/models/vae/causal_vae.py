@@ -26,12 +26,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
 from opensora_kedro.models.vae.base import (
     AutoencoderConfig,
     DiagonalGaussianDistribution,
     VideoAutoencoder,
+    run_block,
 )
 
 NORM_EPS = 1e-6  # HunyuanVideo's GroupNorm eps
@@ -240,12 +240,6 @@ class _Level(nn.Module):
         return x
 
 
-def _run(module: nn.Module, x: Tensor, use_checkpoint: bool) -> Tensor:
-    if use_checkpoint and torch.is_grad_enabled():
-        return checkpoint(module, x, use_reentrant=False)
-    return module(x)
-
-
 class EncoderCausal3D(nn.Module):
     """Pixels to ``2 * latent_channels`` moments."""
 
@@ -272,8 +266,8 @@ class EncoderCausal3D(nn.Module):
         ckpt = self.cfg.gradient_checkpointing
         x = self.conv_in(x)
         for level in self.down_blocks:
-            x = _run(level, x, ckpt)
-        x = _run(self.mid_block, x, ckpt)
+            x = run_block(level, x, ckpt)
+        x = run_block(self.mid_block, x, ckpt)
         return self.conv_out(F.silu(self.conv_norm_out(x)))
 
 
@@ -301,9 +295,9 @@ class DecoderCausal3D(nn.Module):
     def forward(self, z: Tensor) -> Tensor:
         """Decode ``[B, latent, T, H, W]`` to pixels."""
         ckpt = self.cfg.gradient_checkpointing
-        x = _run(self.mid_block, self.conv_in(z), ckpt)
+        x = run_block(self.mid_block, self.conv_in(z), ckpt)
         for level in self.up_blocks:
-            x = _run(level, x, ckpt)
+            x = run_block(level, x, ckpt)
         return self.conv_out(F.silu(self.conv_norm_out(x)))
 
 

@@ -25,9 +25,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
-from opensora_kedro.models.vae.base import AutoencoderConfig, VideoAutoencoder
+from opensora_kedro.models.vae.base import AutoencoderConfig, VideoAutoencoder, run_block
 
 BLOCK_TYPES = ("ResBlock", "EViTS5_GLU")
 RMS_EPS = 1e-5
@@ -320,12 +319,6 @@ def _upsample(in_ch: int, out_ch: int, temporal: bool) -> nn.Module:
     )
 
 
-def _run(module: nn.Module, x: Tensor, use_checkpoint: bool) -> Tensor:
-    if use_checkpoint and torch.is_grad_enabled():
-        return checkpoint(module, x, use_reentrant=False)
-    return module(x)
-
-
 # -- encoder, decoder, model ---------------------------------------------------------------------
 
 
@@ -350,7 +343,7 @@ class Encoder(nn.Module):
         """Encode ``[B, C, T, H, W]``."""
         x = self.project_in(x)
         for stage in self.stages:
-            x = _run(stage, x, self.cfg.gradient_checkpointing)
+            x = run_block(stage, x, self.cfg.gradient_checkpointing)
         return self.project_out(x)
 
 
@@ -377,7 +370,7 @@ class Decoder(nn.Module):
         """Decode ``[B, latent, T, H, W]``."""
         x = self.project_in(z)
         for stage in reversed(self.stages):
-            x = _run(stage, x, self.cfg.gradient_checkpointing)
+            x = run_block(stage, x, self.cfg.gradient_checkpointing)
         return self.project_out(x)
 
 
