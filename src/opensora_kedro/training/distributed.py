@@ -48,5 +48,9 @@ def process_group() -> Iterator[None]:
         colossalai.launch(rank=0, world_size=1, host="127.0.0.1", port=free_port(), verbose=False)
     try:
         yield
+        # Every rank finishes its job before any tears the group down: a rank leaving early
+        # can abort a peer still using a (ColossalAI sub-)group.
+        if dist.get_world_size() > 1:
+            dist.barrier()
     finally:
         dist.destroy_process_group()
