@@ -44,6 +44,7 @@ class VaeTask:
             perceptual_loss_weight=loss["perceptual_loss_weight"],
             kl_loss_weight=loss["kl_loss_weight"],
             perceptual_weights_path=loss["perceptual_weights_path"],
+            l2_loss_weight=loss["l2_loss_weight"],
         )
         self.p_image = 0.0
 
@@ -63,7 +64,7 @@ class VaeTask:
         # Drawn from torch's RNG even when unused, so resumed runs stay in step.
         if float(torch.rand(())) < self.p_image:
             x = x[:, :, :1]
-        reconstruction, posterior = model(x)
+        reconstruction, posterior = model(x, sample=self.params["sample_posterior"])
         terms = self.loss_fn(x, reconstruction, posterior)
         return terms["total"], {name: float(value) for name, value in terms.items()}
 

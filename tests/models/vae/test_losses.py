@@ -102,7 +102,7 @@ def test_loss_terms_follow_open_soras_reduction(lpips_file):
     y = torch.rand(2, 3, 5, 32, 32) * 2 - 1
     posterior = DiagonalGaussianDistribution(torch.randn(2, 8, 2, 4, 4))
     terms = loss(x, y, posterior)
-    assert set(terms) == {"reconstruction", "perceptual", "kl", "total"}
+    assert set(terms) == {"reconstruction", "l2", "perceptual", "kl", "total"}
     torch.testing.assert_close(terms["reconstruction"], (x - y).abs().sum() / 2)
     torch.testing.assert_close(terms["kl"], posterior.kl().sum() / 2)
     x_frames = x.transpose(1, 2).reshape(10, 3, 32, 32)
@@ -121,3 +121,16 @@ def test_loss_without_posterior_and_with_grey_frames(lpips_file):
     assert terms["kl"].item() == 0.0 and terms["perceptual"].item() > 0
     terms["total"].backward()
     assert y.grad is not None and torch.isfinite(y.grad).all()
+
+
+def test_optional_squared_error_term():
+    x = torch.zeros(2, 3, 1, 8, 8)
+    reconstruction = torch.full_like(x, 0.5)
+    plain = VAELoss(perceptual_loss_weight=0.0, kl_loss_weight=0.0)(x, reconstruction)
+    with_l2 = VAELoss(perceptual_loss_weight=0.0, kl_loss_weight=0.0, l2_loss_weight=2.0)(
+        x, reconstruction
+    )
+    assert float(plain["l2"]) == 0.0  # off by default, as in Open-Sora
+    per_sample = 3 * 8 * 8
+    assert float(with_l2["l2"]) == pytest.approx(0.25 * per_sample)
+    assert float(with_l2["total"]) == pytest.approx(0.5 * per_sample + 2.0 * 0.25 * per_sample)

@@ -54,6 +54,9 @@ class VaeLossParams(Params):
 
     perceptual_loss_weight: Annotated[float, Field(ge=0)] = Field(0.5, description="LPIPS weight")
     kl_loss_weight: Annotated[float, Field(ge=0)] = Field(0.0, description="KL weight")
+    l2_loss_weight: Annotated[float, Field(ge=0)] = Field(
+        0.0, description="squared-error weight (not Open-Sora's; helps when LPIPS is off)"
+    )
     perceptual_weights_path: str | None = Field(
         None, description="local LPIPS weights (safetensors); none: the term is off, with a warning"
     )
@@ -110,6 +113,9 @@ class VaeTrainingParams(Params):
     vae_loss_config: VaeLossParams = Field(description="loss weights")
     eval: VaeEvalParams = Field(default_factory=VaeEvalParams, description="held-out evaluation")
     resume: bool = Field(True, description="continue from the run folder's latest checkpoint")
+    sample_posterior: bool = Field(
+        True, description="train on posterior samples (Open-Sora) rather than its mean"
+    )
 
     def cross_checks(self, context: dict[str, Any]) -> list[tuple[tuple, Any, str]]:
         issues = [(("model", *p), v, r) for p, v, r in self.model.cross_checks(context)]

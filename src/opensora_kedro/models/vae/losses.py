@@ -158,6 +158,8 @@ class VAELoss(nn.Module):
     Args:
         perceptual_loss_weight: weight of LPIPS (0.5 in Open-Sora's DC-AE config).
         kl_loss_weight: weight of the KL term (brief: class default 5e-4; 0 for DC-AE).
+        l2_loss_weight: weight of a squared-error term (not in Open-Sora, 0 there): without
+            the perceptual term, L1 alone settles on the background of small-object clips.
         perceptual_weights_path: local safetensors file of LPIPS weights; ``None`` or a
             missing file switches the perceptual term off (with a warning).
     """
@@ -167,8 +169,10 @@ class VAELoss(nn.Module):
         perceptual_loss_weight: float = 0.1,
         kl_loss_weight: float = 5e-4,
         perceptual_weights_path: str | Path | None = None,
+        l2_loss_weight: float = 0.0,
     ) -> None:
         super().__init__()
+        self.l2_loss_weight = l2_loss_weight
         self.perceptual_loss_weight = perceptual_loss_weight
         self.kl_loss_weight = kl_loss_weight
         self.lpips = self._load_lpips(perceptual_weights_path, perceptual_loss_weight)
@@ -212,8 +216,14 @@ class VAELoss(nn.Module):
         kl = l1.new_zeros(())
         if posterior is not None:
             kl = posterior.kl().sum() / batch
+        l2 = (
+            (frames - rec_frames).square().sum() / batch
+            if self.l2_loss_weight
+            else l1.new_zeros(())
+        )
         total = l1 + self.perceptual_loss_weight * perceptual + self.kl_loss_weight * kl
-        return {"reconstruction": l1, "perceptual": perceptual, "kl": kl, "total": total}
+        total = total + self.l2_loss_weight * l2
+        return {"reconstruction": l1, "l2": l2, "perceptual": perceptual, "kl": kl, "total": total}
 
 
 def _as_rgb(images: Tensor) -> Tensor:
