@@ -92,3 +92,17 @@ def corrupt_media_data(path: Path) -> Path:
 @pytest.fixture
 def good_clip(tmp_path: Path) -> Path:
     return write_video(tmp_path / "good.mp4", gradient_frames(12, 64, 96), fps=24)
+
+
+def demo_training_table(root: Path, demo_params: dict):
+    """Render demo clips under ``root / "videos"`` and return their training table."""
+    from opensora_kedro.data.training_table import build_training_table
+    from opensora_kedro.data.video_table import build_video_table
+    from opensora_kedro.datasets.video_folder import VideoFolderDataset
+    from opensora_kedro.pipelines.demo_data.nodes import plan_clips, render_clips
+
+    files, captions = render_clips(plan_clips(demo_params), crf=demo_params["crf"])
+    folder = VideoFolderDataset(str(root / "videos"))
+    folder.save(files)
+    meta, _ = build_video_table(folder.load(), captions)
+    return build_training_table(meta.assign(score_vmafmotion=1.0), fps_max=24, vmaf=True)

@@ -7,17 +7,14 @@ from safetensors.torch import load_file
 
 from opensora_kedro.config.hardware import Hardware
 from opensora_kedro.config.resolve import resolve_parameters
-from opensora_kedro.data.training_table import build_training_table
-from opensora_kedro.data.video_table import build_video_table
 from opensora_kedro.datasets.embedding_cache import EmbeddingCacheDataset
 from opensora_kedro.datasets.model_dir import ModelDirDataset
 from opensora_kedro.datasets.run_dir import RunDirectoryDataset
-from opensora_kedro.datasets.video_folder import VideoFolderDataset
 from opensora_kedro.models.vae.registry import build_vae, save_vae_weights
-from opensora_kedro.pipelines.demo_data.nodes import plan_clips, render_clips
 from opensora_kedro.pipelines.diffusion_stage import stage_pipeline
 from opensora_kedro.pipelines.text_embedding import create_pipeline as text_pipeline
 from tests.config.conftest import project_layers
+from tests.conftest import demo_training_table
 
 DEMO = {"num_clips": 6, "num_images": 2, "sizes": [[96, 96]], "fps": [24], "lengths": [9, 17],
         "seed": 2, "crf": 18}  # fmt: skip
@@ -27,10 +24,7 @@ STAGES = ["diffusion_image", "diffusion_stage1", "diffusion_stage1_i2v"]
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
     root = tmp_path_factory.mktemp("diffusion")
-    files, captions = render_clips(plan_clips(DEMO), crf=18)
-    VideoFolderDataset(str(root / "videos")).save(files)
-    meta, _ = build_video_table(VideoFolderDataset(str(root / "videos")).load(), captions)
-    table = build_training_table(meta.assign(score_vmafmotion=1.0), fps_max=24, vmaf=True)
+    table = demo_training_table(root, DEMO)
     overrides = {"text_embedding": {"t5": {"from_pretrained": str(root / "t5")},
                                     "clip": {"from_pretrained": str(root / "clip")}}}  # fmt: skip
     for stage in STAGES:

@@ -6,13 +6,10 @@ from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
 from opensora_kedro.config.schemas.vae import VaeTrainingParams
-from opensora_kedro.data.training_table import build_training_table
-from opensora_kedro.data.video_table import build_video_table
 from opensora_kedro.datasets.model_dir import ModelDirDataset
 from opensora_kedro.datasets.run_dir import RunDirectoryDataset
-from opensora_kedro.datasets.video_folder import VideoFolderDataset
-from opensora_kedro.pipelines.demo_data.nodes import plan_clips, render_clips
 from opensora_kedro.pipelines.vae_training import create_pipeline
+from tests.conftest import demo_training_table
 
 DEMO = {"num_clips": 8, "num_images": 0, "sizes": [[64, 64]], "fps": [24], "lengths": [9, 13],
         "seed": 1, "crf": 18}  # fmt: skip
@@ -21,10 +18,7 @@ DEMO = {"num_clips": 8, "num_images": 0, "sizes": [[64, 64]], "fps": [24], "leng
 @pytest.fixture(scope="module")
 def table(tmp_path_factory):
     root = tmp_path_factory.mktemp("clips")
-    files, captions = render_clips(plan_clips(DEMO), crf=18)
-    VideoFolderDataset(str(root / "videos")).save(files)
-    meta, _ = build_video_table(VideoFolderDataset(str(root / "videos")).load(), captions)
-    return build_training_table(meta.assign(score_vmafmotion=1.0), fps_max=24, vmaf=True)
+    return demo_training_table(root, DEMO)
 
 
 def _params(**overrides):
