@@ -10,6 +10,7 @@ DEFAULT_CHAIN = (
     "text_embedding",
     "vae_training",
     "diffusion_stage1",
+    "evaluation",
 )
 
 

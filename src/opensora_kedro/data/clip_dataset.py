@@ -197,6 +197,10 @@ class ClipDataset(Dataset):
             return str(self.root / path)
         return path
 
+    def clip_path(self, index: int) -> str:
+        """The file of row ``index`` (the table's label), as :meth:`__getitem__` opens it."""
+        return self._path(self._index.get_loc(index))
+
     def _is_image(self, position: int) -> bool:
         return (
             self._num_frames[position] == 1

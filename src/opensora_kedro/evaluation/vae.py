@@ -9,32 +9,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from opensora_kedro.data.bucket import assign_buckets
-from opensora_kedro.data.clip_batches import scaled_bucket_config, split_holdout
+from opensora_kedro.data.clip_batches import split_holdout
 from opensora_kedro.data.clip_dataset import ClipDataset
-from opensora_kedro.data.sampler import SampleKey
+from opensora_kedro.evaluation.holdout import held_out_keys
 from opensora_kedro.evaluation.reconstruction import reconstruction_metrics, side_by_side
 from opensora_kedro.models.vae.registry import build_vae, load_vae_weights
 
 logger = logging.getLogger(__name__)
-
-
-def _held_out_keys(held: pd.DataFrame, params: dict[str, Any]) -> list[SampleKey]:
-    config = scaled_bucket_config(params["bucket_config"], 1.0)
-    assignment = assign_buckets(held, config, seed=params["seed"], epoch=0,
-                                fps_max=params["dataset"]["fps_max"])  # fmt: skip
-    assigned = assignment[assignment["skip_reason"].isna()]
-    return [
-        SampleKey(
-            int(i),
-            int(r.bucket_num_frames),
-            int(r.bucket_height),
-            int(r.bucket_width),
-            sampling_interval=int(r.sampling_interval),
-            epoch=0,
-        )  # fmt: skip
-        for i, r in assigned.iterrows()
-    ]
 
 
 @torch.no_grad()
@@ -49,7 +30,7 @@ def evaluate_reconstruction(
     dataset = ClipDataset(held, seed=params["seed"], fps_max=params["dataset"]["fps_max"],
                           transform=params["dataset"]["transform_name"])  # fmt: skip
     scores, images = [], []
-    for key in _held_out_keys(held, params):
+    for key in held_out_keys(held, params):
         video = dataset[key]["video"].unsqueeze(0)
         reconstruction = vae(video)[0].clamp(-1, 1)
         scores.append(reconstruction_metrics(video, reconstruction))

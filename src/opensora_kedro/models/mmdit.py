@@ -22,9 +22,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.distributed import ProcessGroup
 from torch.utils.checkpoint import checkpoint
+
+from opensora_kedro.models import sequence_parallel as sp
 
 logger = logging.getLogger(__name__)
 
@@ -193,6 +197,18 @@ def attention(q: Tensor, k: Tensor, v: Tensor, pe: Tensor) -> Tensor:
     return x.transpose(1, 2).flatten(2)
 
 
+def joint_attention(
+    q: Tensor, k: Tensor, v: Tensor, pe: Tensor, txt_len: int, group: ProcessGroup | None
+) -> Tensor:
+    """:func:`attention` over ``cat(txt, img)``; with a sequence-parallel ``group`` the image
+    tokens are this rank's slice and ``pe`` covers the full (unpadded) sequence."""
+    if group is None:
+        return attention(q, k, v, pe)
+    return sp.ulysses_attention(
+        q, k, v, txt_len, pe.shape[2], group, lambda *qkv: attention(*qkv, pe)
+    )
+
+
 class MLPEmbedder(nn.Module):
     """Linear -> SiLU -> Linear, embedding a vector into the hidden width."""
 
@@ -279,6 +295,7 @@ class DoubleStreamBlock(nn.Module):
             self.add_module(f"{stream}_proj", nn.Linear(dim, dim))
             self.add_module(f"{stream}_norm2", _layer_norm(dim))
             self.add_module(f"{stream}_mlp", _mlp(dim, mlp_hidden))
+        self.sp_group: ProcessGroup | None = None  # set by MMDiT.enable_sequence_parallel
 
     def _pre(self, stream: str, x: Tensor, vec: Tensor) -> tuple[tuple[Tensor, ...], ...]:
         mod = getattr(self, f"{stream}_mod")(F.silu(vec))[:, None].chunk(6, dim=-1)
@@ -295,8 +312,8 @@ class DoubleStreamBlock(nn.Module):
         (iq, ik, iv), img_mod = self._pre("img", img, vec)
         (tq, tk, tv), txt_mod = self._pre("txt", txt, vec)
         q, k, v = (torch.cat(pair, dim=2) for pair in ((tq, iq), (tk, ik), (tv, iv)))
-        attn = attention(q, k, v, pe)
         txt_len = txt.shape[1]
+        attn = joint_attention(q, k, v, pe, txt_len, self.sp_group)
         img = self._post("img", img, attn[:, txt_len:], img_mod)
         txt = self._post("txt", txt, attn[:, :txt_len], txt_mod)
         return img, txt
@@ -313,12 +330,13 @@ class SingleStreamBlock(nn.Module):
         self.qkv = QKV(dim, config.num_heads, bias=True, fused=config.fused_qkv)
         self.mlp_in = nn.Linear(dim, mlp_hidden)
         self.linear2 = nn.Linear(dim + mlp_hidden, dim)
+        self.sp_group: ProcessGroup | None = None  # set by MMDiT.enable_sequence_parallel
 
-    def forward(self, x: Tensor, vec: Tensor, pe: Tensor) -> Tensor:
-        """Update ``x [B, L + N, dim]``."""
+    def forward(self, x: Tensor, vec: Tensor, pe: Tensor, txt_len: int = 0) -> Tensor:
+        """Update ``x [B, L + N, dim]`` (``txt_len`` = L matters only with sequence parallelism)."""
         shift, scale, gate = self.modulation(F.silu(vec))[:, None].chunk(3, dim=-1)
         x_mod = modulate(self.pre_norm(x), shift, scale)
-        attn = attention(*self.qkv(x_mod), pe)
+        attn = joint_attention(*self.qkv(x_mod), pe, txt_len, self.sp_group)
         mlp = F.gelu(self.mlp_in(x_mod), approximate="tanh")
         return x + gate * self.linear2(torch.cat([attn, mlp], dim=-1))
 
@@ -381,7 +399,28 @@ class MMDiT(nn.Module):
             SingleStreamBlock(config) for _ in range(config.depth_single_blocks)
         )
         self.final_layer = LastLayer(dim, config.in_channels)
+        self.sp_group: ProcessGroup | None = None
         self.initialize_weights()
+
+    def enable_sequence_parallel(self, group: ProcessGroup | None) -> None:
+        """Split the image tokens over ``group`` (Ulysses all-to-all attention); ``None`` or a
+        one-rank group turns it off. Ranks of the group must be given the same inputs; each
+        gets the full output. Parameter gradients are scaled so that averaging them over the
+        group (as HybridParallelPlugin's dp x sp group does) gives the full gradient.
+
+        Raises:
+            ValueError: ``num_heads`` is not divisible by the group size.
+        """
+        if group is not None and dist.get_world_size(group) == 1:
+            group = None
+        if group is not None and self.config.num_heads % dist.get_world_size(group):
+            raise ValueError(
+                f"num_heads {self.config.num_heads} must be divisible by the sequence-parallel "
+                f"size {dist.get_world_size(group)}"
+            )
+        self.sp_group = group
+        for block in [*self.double_blocks, *self.single_blocks]:
+            block.sp_group = group
 
     def initialize_weights(self) -> None:
         """Zero the output projection (the model starts by predicting 0) and the condition
@@ -408,7 +447,7 @@ class MMDiT(nn.Module):
             tokens = tokens + self.cond_in(pack(cond, p))
         return tokens
 
-    def _run(self, block: nn.Module, index: int, limit: int, *args: Tensor) -> Any:
+    def _run(self, block: nn.Module, index: int, limit: int, *args: Any) -> Any:
         # Checkpoint only while building a graph; under no_grad it would just cost time.
         if index < limit and torch.is_grad_enabled():
             return checkpoint(block, *args, use_reentrant=False)
@@ -446,11 +485,16 @@ class MMDiT(nn.Module):
         pe = rope_frequencies(
             torch.cat([txt_ids, img_ids], 1), self.config.axes_dim, self.config.theta
         )
+        if self.sp_group is not None:  # this rank's image tokens; pe stays whole (see sp)
+            img_tokens = sp.split_sequence(img_tokens, self.sp_group)
         n_double, n_single = self.grad_ckpt_settings or (0, 0)
         for i, block in enumerate(self.double_blocks):
             img_tokens, txt_tokens = self._run(block, i, n_double, img_tokens, txt_tokens, vec, pe)
         x = torch.cat([txt_tokens, img_tokens], dim=1)
         for i, block in enumerate(self.single_blocks):
-            x = self._run(block, i, n_single, x, vec, pe)
+            x = self._run(block, i, n_single, x, vec, pe, txt.shape[1])
         out = self.final_layer(x[:, txt.shape[1] :], vec)
+        if self.sp_group is not None:
+            scale = dist.get_world_size(self.sp_group)
+            out = sp.gather_sequence(out, self.sp_group, img_ids.shape[1], grad_scale=scale)
         return unpack(out, p, t, h, w)

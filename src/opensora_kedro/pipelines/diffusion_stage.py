@@ -13,6 +13,7 @@ from functools import partial, update_wrapper
 import pandas as pd
 from kedro.pipeline import Node, Pipeline
 
+from opensora_kedro.data.clip_batches import split_holdout
 from opensora_kedro.text.cache import EmbeddingCache
 from opensora_kedro.training.launcher import launch, make_job_spec
 
@@ -41,8 +42,10 @@ def train_stage(
 ) -> dict:
     """Train one stage through the launcher, from its parent's model when there is one;
     resumes from ``run_dir``'s checkpoints. Returns the export for ``<stage>.model``."""
+    # The clips the evaluation pipeline measures the loss on are never trained on.
+    train, _ = split_holdout(table, params["eval"]["holdout_fraction"])
     spec = make_job_spec(
-        "opensora_kedro.training.diffusion_job:run", {**params, "name": stage}, run_dir, table
+        "opensora_kedro.training.diffusion_job:run", {**params, "name": stage}, run_dir, train
     )
     spec.inputs.update(text_embeddings=str(text.root), vae_model=vae_model)
     if parent_model:

@@ -34,6 +34,7 @@ from safetensors import safe_open
 from safetensors.torch import save as safetensors_bytes
 
 from opensora_kedro.data.video_table import caption_hash
+from opensora_kedro.files import write_atomic
 from opensora_kedro.hashing import sha256_file
 
 logger = logging.getLogger(__name__)
@@ -101,19 +102,6 @@ class _Entry:
     shard: str
     row: int
     key: str
-
-
-def _write_atomic(path: Path, content: bytes) -> None:
-    """Write ``content`` to ``path`` through a temporary sibling and a rename."""
-    temp = path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}")
-    try:
-        with open(temp, "wb") as stream:
-            stream.write(content)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
 
 
 def distinct_captions(texts: Iterable[str], hashes: Iterable[str] | None = None) -> dict[str, str]:
@@ -377,7 +365,7 @@ def write_shard(root: str | Path, update: CacheUpdate) -> str:
         {TENSOR: embeddings.detach().cpu().contiguous()},
         metadata={"format": FORMAT, "slot": slot.id, "role": slot.role},
     )
-    _write_atomic(shard_dir / f"{name}.safetensors", content)
+    write_atomic(shard_dir / f"{name}.safetensors", content)
     manifest = {
         "format": FORMAT,
         "shard": f"{name}.safetensors",
@@ -388,7 +376,7 @@ def write_shard(root: str | Path, update: CacheUpdate) -> str:
         "keys": list(update.keys),
     }
     # The manifest commits the shard: written last, so a crash never indexes a partial file.
-    _write_atomic(shard_dir / f"{name}.json", json.dumps(manifest).encode())
+    write_atomic(shard_dir / f"{name}.json", json.dumps(manifest).encode())
     return name
 
 
@@ -413,7 +401,7 @@ def write_update(root: str | Path, update: CacheUpdate) -> None:
         write_shard(root, update)
     if update.select:
         current = {role: slot.to_dict() for role, slot in update.select.items()}
-        _write_atomic(root / "current.json", json.dumps(current, indent=1).encode())
+        write_atomic(root / "current.json", json.dumps(current, indent=1).encode())
 
 
 @dataclass

@@ -3,7 +3,6 @@ embedding cache, per-sample conditioning; every stage runs this on the shared lo
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -14,21 +13,23 @@ from torch import nn
 
 from opensora_kedro.data.clip_batches import clip_batches
 from opensora_kedro.models.mmdit import build_mmdit
-from opensora_kedro.models.vae.registry import build_vae, load_vae_weights
+from opensora_kedro.models.vae.loading import build_autoencoder, resolve_vae_source
 from opensora_kedro.text.cache import EmbeddingCache
 from opensora_kedro.training import rectified_flow as rf
+from opensora_kedro.training.latent_cache import (
+    CachedClipDataset,
+    LatentCache,
+    collate_cached,
+    encode_moments,
+    merge_moments,
+    sample_latent,
+    store_misses,
+    vae_fingerprint,
+)
 from opensora_kedro.training.launcher import JobSpec
 from opensora_kedro.training.loop import LoopSettings, train_and_export
 
 logger = logging.getLogger(__name__)
-
-
-def load_vae(model_dir: str) -> nn.Module:
-    """The trained (frozen) autoencoder exported by ``vae_training``."""
-    config = json.loads((Path(model_dir) / "config.json").read_text())
-    vae = build_vae(config["type"], **config["config"]).eval().requires_grad_(False)
-    load_vae_weights(vae, model_dir, strict=True)
-    return vae
 
 
 class DiffusionTask:
@@ -36,10 +37,20 @@ class DiffusionTask:
 
     def __init__(self, params: dict[str, Any], table: pd.DataFrame, inputs: dict[str, str]):
         self.params, self.table, self.inputs = params, table, inputs
-        self.vae = load_vae(inputs["vae_model"])
+        source = resolve_vae_source(params["ae"], inputs.get("vae_model"))
+        self.vae = build_autoencoder(source, params["ae"])
         self.text = EmbeddingCache.open(inputs["text_embeddings"])
         self.hashes = table["caption_hash"].to_numpy()
         self.generator = None
+        self.cache, self.vae_id = None, None
+        self.cache_counts = {"hits": 0, "misses": 0, "batches": 0}
+        if params["dataset"]["type"] == "cached_video_text":
+            if source.weights is None:
+                raise ValueError("cached_video_text needs VAE weights to key the cache by")
+            # The precision changes the latents (bf16 autocast on GPUs), so it is in the key.
+            self.vae_id = vae_fingerprint(self.vae, source.weights, {"dtype": params["dtype"]})
+            self.cache = LatentCache(params["dataset"]["latent_cache_dir"])
+            logger.info("latent cache %s (VAE %s)", self.cache.root, self.vae_id[:16])
 
     def build_model(self) -> nn.Module:
         """The MMDiT, from the parent stage's weights when there are any."""
@@ -61,8 +72,11 @@ class DiffusionTask:
         )
 
     def build_data(self, rank: int, world_size: int):
-        """Bucketed clips of the training table for this rank."""
-        return clip_batches(self.table, self.params, rank, world_size)
+        """Bucketed clips of the training table for this rank (cached posteriors when on)."""
+        dataset, sampler, collate = clip_batches(self.table, self.params, rank, world_size)
+        if self.cache is None:
+            return dataset, sampler, collate
+        return CachedClipDataset(dataset, self.cache, self.vae_id), sampler, collate_cached
 
     def _text(self, indices: list[int], device) -> tuple[torch.Tensor, torch.Tensor]:
         hashes = [self.hashes[i] for i in indices]
@@ -76,16 +90,35 @@ class DiffusionTask:
             embedding[drop.to(device)] = self.text.null(name).to(device, embedding.dtype)
         return t5, clip
 
+    def _latents(self, batch: dict) -> torch.Tensor:
+        """The batch's scaled latents, a fresh posterior sample per step (as Open-Sora trains):
+        encoded on the fly, or drawn from cached posteriors (misses encoded and stored)."""
+        self.vae.to(batch["index"].device)
+        if self.cache is None:
+            with torch.no_grad():
+                return self.vae.encode(batch["video"], sample=True)
+        encoded = encode_moments(self.vae, batch["video"]) if "video" in batch else None
+        if encoded is not None:
+            store_misses(self.cache, batch, encoded)
+        self._count(len(batch["hit"]), len(batch["miss"]))
+        return sample_latent(merge_moments(batch, encoded), self.vae.config, sample=True)
+
+    def _count(self, hits: int, misses: int) -> None:
+        counts = self.cache_counts
+        counts["hits"], counts["misses"] = counts["hits"] + hits, counts["misses"] + misses
+        counts["batches"] += 1
+        if counts["batches"] % self.params["log_every"] == 0:
+            logger.info("latent cache: %d hits, %d misses so far", counts["hits"],
+                        counts["misses"])  # fmt: skip
+
     def loss(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         """Rectified-flow velocity loss on the VAE latents of a batch."""
-        video = batch["video"]
-        self.vae.to(video.device)
-        with torch.no_grad():
-            x0 = self.vae.encode(video, sample=True)
-        txt, y = self._text(batch["index"].tolist(), video.device)
+        x0 = self._latents(batch)
+        device = x0.device
+        txt, y = self._text(batch["index"].tolist(), device)
         batch_size, _, frames, height, width = x0.shape
         alpha = rf.time_shift_alpha((height, width), frames, self.params["model"]["patch_size"])
-        t = rf.shift_timesteps(rf.sample_timesteps(batch_size, device=video.device), alpha)
+        t = rf.shift_timesteps(rf.sample_timesteps(batch_size, device=device), alpha)
         noise = torch.randn_like(x0)
         cond = None
         if self.params["model"]["cond_embed"]:
@@ -104,4 +137,10 @@ def run(spec: JobSpec) -> dict[str, Any]:
     """Job entry: train the stage; rank 0 exports the weights (EMA when kept)."""
     params = spec.params
     task = DiffusionTask(params, pd.read_parquet(spec.inputs["training_table"]), spec.inputs)
-    return train_and_export(task, LoopSettings.from_params(params), spec, f"{params['name']}.")
+    settings = LoopSettings.from_params(params)
+    policy = None
+    if settings.plugin == "hybrid":  # the MMDiT's sequence parallelism (a slow import)
+        from opensora_kedro.training.mmdit_policy import MMDiTPolicy
+
+        policy = MMDiTPolicy()
+    return train_and_export(task, settings, spec, f"{params['name']}.", policy)

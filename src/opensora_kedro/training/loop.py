@@ -63,6 +63,7 @@ class LoopSettings:
     plugin_config: dict
     optim: dict
     num_workers: int = 0
+    compile: bool = False
 
     @classmethod
     def from_params(cls, params: dict, warmup_steps: int | None = None) -> LoopSettings:
@@ -117,6 +118,18 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model.unwrap() if hasattr(model, "unwrap") else model
 
 
+def _data_shard(plugin: Any, rank: int, world: int) -> tuple[int, int]:
+    """``(rank, world)`` for the data sampler: the plugin's data-parallel group when it has one
+    (HybridParallelPlugin), since its sp/tp ranks must see the same batch."""
+    group = getattr(plugin, "dp_group", None)
+    if group is None:
+        return rank, world
+    import torch.distributed as dist
+
+    # Not plugin.dp_size: with sequence parallelism that counts the dp x sp ranks.
+    return dist.get_group_rank(group, rank), dist.get_world_size(group)
+
+
 def _trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu() for k, v in _unwrap(model).state_dict().items()}
 
@@ -156,9 +169,15 @@ class Trainer:
         self.model, self.optimizer, _, _, self.scheduler = self.booster.boost(
             model, optimizer, lr_scheduler=scheduler
         )
+        if settings.compile:
+            # In place, under the plugin's wrapper: state-dict keys stay those of the model.
+            self.module.compile()
         if self.ema is not None:
             self.ema.to(self.device)  # beside the weights it follows
-        self.dataset, self.sampler, self.collate = task.build_data(self.rank, self.world)
+        # Ranks of one sp group also share the global RNG stream (seeded alike above), so
+        # they draw the same noise and timesteps for their shared batch.
+        data_rank, data_world = _data_shard(plugin, self.rank, self.world)
+        self.dataset, self.sampler, self.collate = task.build_data(data_rank, data_world)
         self.checkpoints = CheckpointManager(
             Path(output_dir) / "checkpoints", settings.keep_n_latest
         )
@@ -335,16 +354,17 @@ class Trainer:
 
 
 def train_and_export(
-    task: TrainTask, settings: LoopSettings, spec: Any, metrics_prefix: str
+    task: TrainTask, settings: LoopSettings, spec: Any, metrics_prefix: str, policy: Any = None
 ) -> dict:
     """What every job does with its task: train (resuming unless told not to), then rank 0
-    exports the weights (the EMA copy when kept) as ``export/model.safetensors``."""
+    exports the weights (the EMA copy when kept) as ``export/model.safetensors``. ``policy``:
+    the shardformer policy for the hybrid plugin (see :func:`~.booster.make_plugin`)."""
     from safetensors.torch import save_file
 
     metrics = MetricsLogger(
         spec.mlflow_tracking_uri, spec.mlflow_run_id, metrics_prefix, rank() == 0
     )
-    trainer = Trainer(task, settings, Path(spec.output_dir), metrics)
+    trainer = Trainer(task, settings, Path(spec.output_dir), metrics, policy)
     if spec.resume:
         trainer.resume()
     else:

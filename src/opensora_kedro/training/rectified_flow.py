@@ -20,6 +20,9 @@ logger = logging.getLogger(__name__)
 
 SIGMA_MIN = 1e-5
 CONDITION_TYPES = ("t2v", "i2v_head", "i2v_tail", "i2v_loop", "v2v_head", "v2v_tail")
+# Inference only: condition the first / second half of the clip on the same half of a reference.
+HALF_CONDITION_TYPES = ("v2v_head_half", "v2v_tail_half")
+INFERENCE_CONDITION_TYPES = CONDITION_TYPES + HALF_CONDITION_TYPES
 # (33 − 1) / 4 + 1: the latent frames of the 33 pixel frames a causal-VAE v2v condition keeps.
 V2V_LATENT_FRAMES = 9
 # SD3-style shift: α = 1 at 256 tokens per frame (256px), α = 3 at 4096 (1024px).
@@ -76,18 +79,27 @@ def flow_loss(model_out: Tensor, target: Tensor) -> Tensor:
 # --------------------------------------------------------------------------- conditioning
 
 
+def half_latent_frames(latent_frames: int) -> int:
+    """Latent frames of a ``*_half`` condition: ``ceil(T / 2)``, so a causal 4k+1 clip's
+    halves share the middle frame (129 frames: 17 of 33 latent frames, i.e. 65 pixel frames)."""
+    return (latent_frames + 1) // 2
+
+
 def condition_frames(
     cond_type: str, latent_frames: int, v2v_frames: int = V2V_LATENT_FRAMES
 ) -> Tensor:
     """Which latent frames ``cond_type`` conditions on -> bool ``[latent_frames]``.
 
-    Images (one latent frame) get no condition, whatever the type.
+    Images (one latent frame) get no condition, whatever the type. Besides
+    :data:`CONDITION_TYPES` this accepts the inference-only ``v2v_head_half`` /
+    ``v2v_tail_half`` (the first / last :func:`half_latent_frames`).
 
     Raises:
         ValueError: unknown condition type.
     """
-    if cond_type not in CONDITION_TYPES:
-        raise ValueError(f"unknown condition {cond_type!r}; valid: {', '.join(CONDITION_TYPES)}")
+    if cond_type not in INFERENCE_CONDITION_TYPES:
+        valid = ", ".join(INFERENCE_CONDITION_TYPES)
+        raise ValueError(f"unknown condition {cond_type!r}; valid: {valid}")
     mask = torch.zeros(latent_frames, dtype=torch.bool)
     if latent_frames <= 1 or cond_type == "t2v":
         return mask
@@ -99,6 +111,10 @@ def condition_frames(
         mask[:v2v_frames] = True
     if cond_type == "v2v_tail":
         mask[-v2v_frames:] = True
+    if cond_type == "v2v_head_half":
+        mask[: half_latent_frames(latent_frames)] = True
+    if cond_type == "v2v_tail_half":
+        mask[-half_latent_frames(latent_frames) :] = True
     return mask
 
 

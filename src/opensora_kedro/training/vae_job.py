@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -10,12 +11,17 @@ import torch
 from torch import nn
 
 from opensora_kedro.data.clip_batches import clip_batches, split_holdout
+from opensora_kedro.data.clip_dataset import ClipDataset
+from opensora_kedro.evaluation.holdout import held_out_keys
 from opensora_kedro.models.vae.losses import VAELoss
 from opensora_kedro.models.vae.registry import build_vae, load_vae_weights
+from opensora_kedro.training.distributed import rank
 from opensora_kedro.training.launcher import JobSpec
 from opensora_kedro.training.loop import LoopSettings, train_and_export
 
 logger = logging.getLogger(__name__)
+
+LATENT_STAT_CLIPS = 32  # clips the exported latent scale is measured on
 
 
 def build_model(model: dict[str, Any], grad_checkpoint: bool = False) -> nn.Module:
@@ -69,11 +75,45 @@ class VaeTask:
         return terms["total"], {name: float(value) for name, value in terms.items()}
 
 
+@torch.no_grad()
+def latent_statistics(
+    vae: nn.Module, table: pd.DataFrame, params: dict[str, Any], max_clips: int
+) -> dict[str, float]:
+    """Mean and standard deviation of the unscaled latent (posterior mean) over up to
+    ``max_clips`` bucketed clips of ``table``.
+
+    Diffusion expects latents of about unit variance; as for the released VAEs (Hunyuan's
+    0.476986, DC-AE's 0.493), ``scaling_factor = 1 / std`` and ``shift_factor = mean`` come
+    from data. Raises ValueError when no clip fits a bucket.
+    """
+    rows = table.head(max_clips)
+    dataset = ClipDataset(rows, seed=params["seed"], fps_max=params["dataset"]["fps_max"],
+                          transform=params["dataset"]["transform_name"])  # fmt: skip
+    config = vae.config
+    latents = [
+        (vae.encode(dataset[key]["video"].unsqueeze(0)) / config.scaling_factor
+         + config.shift_factor).flatten()
+        for key in held_out_keys(rows, params)
+    ]  # fmt: skip
+    if not latents:
+        raise ValueError("no training clip fits a bucket: cannot measure the latent scale")
+    values = torch.cat(latents).double()
+    return {"mean": float(values.mean()), "std": float(values.std())}
+
+
 def run(spec: JobSpec) -> dict[str, Any]:
-    """Job entry: train on the training split; rank 0 exports the weights (EMA when kept)."""
+    """Job entry: train on the training split; rank 0 exports the weights (EMA when kept)
+    and measures the latent statistics the export's scaling factor comes from."""
     params = spec.params
     table = pd.read_parquet(spec.inputs["training_table"])
     train, _ = split_holdout(table, params["eval"]["holdout_fraction"])
     warmup = params["lr_scheduler"]["warmup_steps"]
     settings = LoopSettings.from_params({**params, "warmup_steps": warmup})
-    return train_and_export(VaeTask(params, train), settings, spec, "vae.")
+    result = train_and_export(VaeTask(params, train), settings, spec, "vae.")
+    if result["export"] and rank() == 0:
+        vae = build_model(params["model"]).eval()
+        load_vae_weights(vae, Path(result["export"]) / "model.safetensors", strict=True)
+        result["latent"] = latent_statistics(vae, train, params, LATENT_STAT_CLIPS)
+        logger.info("latent mean %.4f, std %.4f", result["latent"]["mean"],
+                    result["latent"]["std"])  # fmt: skip
+    return result

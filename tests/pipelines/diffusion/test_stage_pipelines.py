@@ -1,65 +1,23 @@
 """Diffusion stages end to end on a few tiny clips: image -> stage1 -> stage1_i2v, in-process."""
 
-import pytest
-from kedro.io import DataCatalog, MemoryDataset
+import pandas as pd
+import torch
+from kedro.io import DataCatalog
 from kedro.runner import SequentialRunner
 from safetensors.torch import load_file
 
-from opensora_kedro.config.hardware import Hardware
-from opensora_kedro.config.resolve import resolve_parameters
-from opensora_kedro.datasets.embedding_cache import EmbeddingCacheDataset
-from opensora_kedro.datasets.model_dir import ModelDirDataset
-from opensora_kedro.datasets.run_dir import RunDirectoryDataset
-from opensora_kedro.models.vae.registry import build_vae, save_vae_weights
+from opensora_kedro.data.clip_batches import split_holdout
 from opensora_kedro.pipelines.diffusion_stage import stage_pipeline
-from opensora_kedro.pipelines.text_embedding import create_pipeline as text_pipeline
-from tests.config.conftest import project_layers
-from tests.conftest import demo_training_table
-
-DEMO = {"num_clips": 6, "num_images": 2, "sizes": [[96, 96]], "fps": [24], "lengths": [9, 17],
-        "seed": 2, "crf": 18}  # fmt: skip
-STAGES = ["diffusion_image", "diffusion_stage1", "diffusion_stage1_i2v"]
+from opensora_kedro.training.diffusion_job import DiffusionTask
+from tests.pipelines.conftest import STAGES
 
 
-@pytest.fixture(scope="module")
-def inputs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("diffusion")
-    table = demo_training_table(root, DEMO)
-    overrides = {"text_embedding": {"t5": {"from_pretrained": str(root / "t5")},
-                                    "clip": {"from_pretrained": str(root / "clip")}}}  # fmt: skip
-    for stage in STAGES:
-        overrides[stage] = {"max_steps": 2, "ckpt_every": 2, "log_every": 1,
-                            "bucket_config": {"_delete_": True, "96px": {1: [1.0, 2], 9: [1.0, 2]}}}  # fmt: skip
-    cpu = Hardware(gpu_count=0, gpu_memory_gib=0.0, bf16=False)
-    params = resolve_parameters(project_layers("local", overrides), cpu).params
-    text = EmbeddingCacheDataset(str(root / "text_embeddings"))
+def test_stages_chain_from_their_parents(trained_chain):
+    root = trained_chain.root
+    # image and stage1 are trained by the fixture; stage1_i2v starts from stage1's export
     SequentialRunner().run(
-        text_pipeline(),
-        DataCatalog({"training_table": MemoryDataset(table), "text_embeddings": text,
-                     "text_embeddings_previous": EmbeddingCacheDataset(str(root / "text_embeddings")),
-                     "params:text_embedding": MemoryDataset(params["text_embedding"])}),
-    )  # fmt: skip
-    vae = ModelDirDataset(str(root / "vae"))
-    save_vae_weights(build_vae("tiny_vae"), root / "vae_export")
-    vae.save({"weights": str(root / "vae_export" / "model.safetensors"),
-              "config": {"type": "tiny_vae", "config": {}}})  # fmt: skip
-    return root, table, params
-
-
-def test_stages_chain_from_their_parents(inputs):
-    root, table, params = inputs
-    datasets = {
-        "training_table": MemoryDataset(table),
-        "text_embeddings": EmbeddingCacheDataset(str(root / "text_embeddings")),
-        "vae_model": ModelDirDataset(str(root / "vae")),
-        "params:launcher": MemoryDataset({"type": "inprocess"}),
-    }
-    for stage in STAGES:
-        datasets[f"params:{stage}"] = MemoryDataset(params[stage])
-        datasets[f"{stage}.run_dir"] = RunDirectoryDataset(str(root / f"{stage}_training"))
-        datasets[f"{stage}.model"] = ModelDirDataset(str(root / stage), optional=True)
-    pipeline = sum((stage_pipeline(stage) for stage in STAGES[1:]), stage_pipeline(STAGES[0]))
-    SequentialRunner().run(pipeline, DataCatalog(datasets))
+        stage_pipeline(STAGES[2]), DataCatalog(trained_chain.stage_datasets(STAGES))
+    )
     weights = {stage: load_file(str(root / stage / "model.safetensors")) for stage in STAGES}
     assert all(len(w) > 10 for w in weights.values())
     # the i2v stage has a conditioning input that stage1 lacks
@@ -67,6 +25,13 @@ def test_stages_chain_from_their_parents(inputs):
     assert not any(k.startswith("cond_in") for k in weights["diffusion_stage1"])
     checkpoints = {p.name for p in (root / "diffusion_stage1_training" / "checkpoints").iterdir()}
     assert "step-00000002" in checkpoints
+
+
+def test_stage_training_never_sees_the_held_out_clips(trained_chain):
+    trained = trained_chain.root / "diffusion_stage1_training" / "training_table.parquet"
+    paths = set(pd.read_parquet(trained)["path"])
+    _, held = split_holdout(trained_chain.table, 0.3)
+    assert len(held) > 0 and not paths & set(held["path"])
 
 
 def test_stage_pipelines_are_namespaced_instances():
@@ -79,12 +44,8 @@ def test_stage_pipelines_are_namespaced_instances():
     assert stage_pipeline("diffusion_image").inputs() >= {"params:diffusion_image"}
 
 
-def test_caption_dropout_uses_the_cached_null_embeddings(inputs):
-    import torch
-
-    from opensora_kedro.training.diffusion_job import DiffusionTask
-
-    root, table, params = inputs
+def test_caption_dropout_uses_the_cached_null_embeddings(chain):
+    root, table, params = chain.root, chain.table, chain.params()
     paths = {"text_embeddings": str(root / "text_embeddings"), "vae_model": str(root / "vae")}
     always = {**params["diffusion_stage1"], "dropout_ratio": {"t5": 1.0, "clip": 1.0}}
     task = DiffusionTask(always, table, paths)
@@ -93,3 +54,33 @@ def test_caption_dropout_uses_the_cached_null_embeddings(inputs):
     never = DiffusionTask({**always, "dropout_ratio": {"t5": 0.0, "clip": 0.0}}, table, paths)
     t5, _ = never._text([0], torch.device("cpu"))
     assert torch.equal(t5[0], task.text.lookup([table.loc[0, "caption_hash"]], "t5")[0])
+
+
+def _epoch(task, model, data, epoch: int) -> list[float]:
+    from torch.utils.data import DataLoader
+
+    dataset, sampler, collate = data
+    sampler.set_epoch(epoch)
+    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate)
+    return [float(task.loss(model, batch)[0].detach()) for batch in loader]
+
+
+def test_cached_latents_train_like_encoding_and_hit_from_the_second_epoch(chain, tmp_path):
+    root, table = chain.root, chain.table
+    paths = {"text_embeddings": str(root / "text_embeddings"), "vae_model": str(root / "vae")}
+    stage = {**chain.params()["diffusion_image"], "log_every": 1}
+    stage["bucket_config"] = {"96px": {1: [1.0, 1], 9: [1.0, 1]}}  # every clip, every epoch
+    cached = {**stage, "dataset": {**stage["dataset"], "type": "cached_video_text",
+                                   "latent_cache_dir": str(tmp_path)}}  # fmt: skip
+    plain = {**stage, "dataset": {**stage["dataset"], "type": "video_text"}}
+    losses = {}
+    for name, stage_params in (("plain", plain), ("cached", cached)):
+        task = DiffusionTask(stage_params, table, paths)
+        torch.manual_seed(0)
+        model, data = task.build_model(), task.build_data(0, 1)
+        losses[name] = _epoch(task, model, data, epoch=0)
+    # Epoch 0 misses everything and draws its samples from the same RNG stream as encode.
+    assert losses["cached"] == losses["plain"] and len(losses["cached"]) == len(table)
+    assert task.cache_counts == {"hits": 0, "misses": len(table), "batches": len(table)}
+    _epoch(task, model, data, epoch=1)
+    assert task.cache_counts["hits"] == len(table) and task.cache_counts["misses"] == len(table)

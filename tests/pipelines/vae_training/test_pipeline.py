@@ -1,14 +1,19 @@
 """The vae_training pipeline on a few tiny demo clips: train (in-process), export, evaluate."""
 
+import json
+
 import pandas as pd
 import pytest
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
 from opensora_kedro.config.schemas.vae import VaeTrainingParams
+from opensora_kedro.data.clip_batches import split_holdout
 from opensora_kedro.datasets.model_dir import ModelDirDataset
 from opensora_kedro.datasets.run_dir import RunDirectoryDataset
+from opensora_kedro.models.vae.loading import load_autoencoder
 from opensora_kedro.pipelines.vae_training import create_pipeline
+from opensora_kedro.training.vae_job import latent_statistics
 from tests.conftest import demo_training_table
 
 DEMO = {"num_clips": 8, "num_images": 0, "sizes": [[64, 64]], "fps": [24], "lengths": [9, 13],
@@ -52,6 +57,14 @@ def test_trains_exports_and_evaluates(tmp_path, table):
     catalog = _catalog(tmp_path, table, _params())
     outputs = SequentialRunner().run(create_pipeline(), catalog)
     assert (tmp_path / "vae" / "model.safetensors").is_file()
+    exported = json.loads((tmp_path / "vae" / "config.json").read_text())["config"]
+    assert exported["scaling_factor"] > 0 and exported["scaling_factor"] != 1.0
+    # the export's scale and shift are the training clips' latent statistics
+    vae = load_autoencoder({"from_pretrained": str(tmp_path / "vae")})
+    train, _ = split_holdout(table, 0.3)
+    stats = latent_statistics(vae, train, _params(), max_clips=32)
+    assert stats["mean"] == pytest.approx(exported["shift_factor"], abs=1e-5)
+    assert stats["std"] == pytest.approx(1 / exported["scaling_factor"], rel=1e-5)
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == [
         "step-00000002", "step-00000003",
     ]  # fmt: skip
@@ -71,8 +84,6 @@ def test_no_held_out_clip_is_a_clear_error(tmp_path, table):
 
 
 def test_training_split_excludes_held_out_clips(table):
-    from opensora_kedro.data.clip_batches import split_holdout
-
     train, held = split_holdout(table, 0.3)
     assert len(train) + len(held) == len(table) and not set(train["path"]) & set(held["path"])
     again, _ = split_holdout(table.iloc[::-1], 0.3)

@@ -6,6 +6,7 @@ from pydantic import BaseModel
 
 from opensora_kedro.config.schemas.data import DataProcessingParams, DemoDataParams
 from opensora_kedro.config.schemas.diffusion import DiffusionStageParams
+from opensora_kedro.config.schemas.evaluation import EvaluationParams
 from opensora_kedro.config.schemas.inference import InferenceParams
 from opensora_kedro.config.schemas.launcher import LauncherParams
 from opensora_kedro.config.schemas.text import TextEmbeddingParams
@@ -18,6 +19,7 @@ GROUPS: dict[str, type[BaseModel]] = {
     "launcher": LauncherParams,
     "vae_training": VaeTrainingParams,
     "inference": InferenceParams,
+    "evaluation": EvaluationParams,
     "text_embedding": TextEmbeddingParams,
 }
 PREFIXES: dict[str, type[BaseModel]] = {

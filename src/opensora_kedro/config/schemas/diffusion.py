@@ -30,6 +30,9 @@ class VideoDatasetParams(Params):
     type: Literal["video_text", "cached_video_text"] = Field(
         "video_text", description="dataset class: decode clips, or read cached latents"
     )
+    latent_cache_dir: str = Field(
+        "data/04_feature/latents", description="where cached_video_text keeps VAE posteriors"
+    )
     transform_name: Literal["resize_crop", "center"] = Field(
         "resize_crop", description="how a clip is fitted to its bucket's size"
     )
@@ -71,6 +74,14 @@ class MMDiTParams(Params):
             rule = f"must equal num_heads * sum(axes_dim) = {self.num_heads} * {head_dim}"
             return [(("hidden_size",), self.hidden_size, rule)]
         return []
+
+
+class DiffusionEvalParams(Params):
+    """Clips kept out of a stage's training, for the ``evaluation`` pipeline's loss."""
+
+    holdout_fraction: Annotated[float, Field(ge=0, lt=1)] = Field(
+        0.1, description="share of clips (by path hash) kept out of training"
+    )
 
 
 class DiffusionStageParams(Params):
@@ -123,6 +134,10 @@ class DiffusionStageParams(Params):
         None, description="weights of the conditioning types drawn per sample (null: t2v)"
     )
     sigma_min: Annotated[float, Field(ge=0, lt=1)] = Field(1e-5, description="rectified-flow σ_min")
+    compile: bool = Field(False, description="torch.compile the model (GPU: ~1.7x a step)")
+    eval: DiffusionEvalParams = Field(
+        default_factory=DiffusionEvalParams, description="held-out evaluation"
+    )
 
     def cross_checks(self, context: dict[str, Any]) -> list[tuple[tuple, Any, str]]:
         issues = [

@@ -20,7 +20,11 @@ def train_vae(table: pd.DataFrame, params: dict, launcher: dict, run_dir: str) -
         make_job_spec("opensora_kedro.training.vae_job:run", params, run_dir, table), launcher
     )
     logger.info("VAE: %d updates, last checkpoint %s", result["update_steps"], result["checkpoint"])
-    model = {"type": params["model"]["type"], "config": params["model"]["config"]}
+    config = dict(params["model"]["config"])
+    if "latent" in result:  # scale the exported latent to unit variance for diffusion
+        config.update(scaling_factor=1.0 / result["latent"]["std"],
+                      shift_factor=result["latent"]["mean"])  # fmt: skip
+    model = {"type": params["model"]["type"], "config": config}
     return {"weights": str(Path(result["export"]) / "model.safetensors"), "config": model}
 
 

@@ -1,0 +1,20 @@
+"""``inference``: prompts (parameters or a CSV) -> videos under ``data/07_model_output``."""
+
+from kedro.pipeline import Node, Pipeline
+
+from .nodes import collect_prompts, generate_videos
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    """The pipeline, for the registry."""
+    return Pipeline(
+        [
+            Node(collect_prompts, "params:inference", "inference_prompts", name="collect_prompts"),
+            Node(
+                generate_videos,
+                ["inference_prompts", "params:inference", "params:launcher", "model_output_dir"],
+                "inference_samples",
+                name="generate_videos",
+            ),
+        ]
+    )

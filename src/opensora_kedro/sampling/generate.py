@@ -1,0 +1,507 @@
+"""Video generation (brief §8): prompts -> text embeddings -> seeded noise -> guided denoising
+-> VAE decode -> uint8 frames; t2i2v; model loading; saving samples.
+
+Open-Sora's ``scripts/diffusion/inference.py`` as a library: no Kedro here. The settings come
+from the (resolved) ``inference`` parameter group, see :meth:`SamplingSettings.from_params`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from opensora_kedro.data.aspect import image_size
+from opensora_kedro.data.clip_dataset import to_clip_tensor
+from opensora_kedro.files import write_atomic
+from opensora_kedro.models.mmdit import NON_STRUCTURAL_FIELDS, build_mmdit, mmdit_config
+from opensora_kedro.models.vae.base import VideoAutoencoder
+from opensora_kedro.models.vae.loading import load_autoencoder
+from opensora_kedro.sampling.denoiser import denoise, sampling_timesteps, seeded_noise
+from opensora_kedro.sampling.prompts import add_inference_suffix
+from opensora_kedro.sampling.references import Reference, build_conditions
+from opensora_kedro.text.embedder import TextEmbedder, resolve_device, resolve_dtype
+from opensora_kedro.video.codec import encode_mp4
+
+logger = logging.getLogger(__name__)
+
+# Open-Sora's t2i stage (``modify_option_to_t2i``): guidance 4.0 for the guidance-distilled
+# image model, passed as its guidance embedding.
+T2I_DISTILLED_GUIDANCE = 4.0
+
+
+# --------------------------------------------------------------------------- settings
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """Everything :func:`generate` needs besides the models, prompts and seeds."""
+
+    resolution: str = "256px"
+    aspect_ratio: str = "16:9"
+    num_frames: int = 129
+    num_steps: int = 50
+    shift: bool = True
+    flow_shift: float | None = None
+    temporal_reduction: int = 4
+    is_causal_vae: bool = True
+    guidance: float = 7.5
+    guidance_img: float = 3.0
+    text_osci: bool = True
+    image_osci: bool = True
+    scale_temporal_osci: bool = True
+    method: str = "i2v"
+    seed: int = 42
+    batch_size: int = 1
+    cond_type: str = "t2v"
+    motion_score: int | str | None = "4"
+    fps_save: int = 24
+    patch_size: int = 2
+    dtype: str = "bf16"
+    use_t2i2v: bool = False
+    img_resolution: str | None = None
+    negative_prompt: str = ""
+    # Ours: keep the conditioned frames clean at every step (Open-Sora: only at the end).
+    pin_condition_every_step: bool = True
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> SamplingSettings:
+        """From an ``inference`` parameter group (after ``extends`` is resolved).
+
+        Reads ``sampling_option.*``, ``seed`` (when ``sampling_option.seed`` is null),
+        ``batch_size``, ``cond_type``, ``motion_score``, ``fps_save``, ``dtype``,
+        ``use_t2i2v``, ``img_resolution`` and ``model.patch_size``.
+        """
+        option = dict(params.get("sampling_option") or {})
+        fields = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in option.items() if k in fields and k != "seed"}
+        seed = option.get("seed")
+        values["seed"] = int(params.get("seed", cls.seed) if seed is None else seed)
+        for key in ("batch_size", "cond_type", "motion_score", "fps_save", "dtype",
+                    "use_t2i2v", "img_resolution"):  # fmt: skip
+            if key in params:
+                values[key] = params[key]
+        values["patch_size"] = (params.get("model") or {}).get("patch_size", cls.patch_size)
+        settings = cls(**values)
+        check_num_frames(settings.num_frames, settings.temporal_reduction, settings.is_causal_vae)
+        return settings
+
+    def for_image(self) -> SamplingSettings:
+        """The t2i stage of t2i2v: one frame at ``img_resolution``, text-to-image."""
+        return dataclasses.replace(
+            self,
+            resolution=self.img_resolution or self.resolution,
+            num_frames=1,
+            cond_type="t2v",
+            use_t2i2v=False,
+        )
+
+
+def check_num_frames(num_frames: int, temporal_reduction: int = 4, causal: bool = True) -> None:
+    """Raise a ValueError unless a VAE of that kind can decode exactly ``num_frames`` frames."""
+    if num_frames == 1:
+        return
+    if causal and (num_frames - 1) % temporal_reduction:
+        raise ValueError(
+            f"num_frames must be {temporal_reduction}k+1 for a causal VAE with temporal "
+            f"compression {temporal_reduction} (e.g. 17, 33, 129), got {num_frames}"
+        )
+    if not causal and num_frames % temporal_reduction:
+        raise ValueError(
+            f"num_frames must be a multiple of {temporal_reduction} for a non-causal VAE, "
+            f"got {num_frames}"
+        )
+
+
+def target_size(
+    resolution: str, aspect_ratio: str, spatial_compression: int = 8, patch_size: int = 2
+) -> tuple[int, int]:
+    """``(H, W)`` of a resolution name and ``w:h`` ratio (Open-Sora's ``get_image_size`` on
+    the inference table), rounded up to multiples of ``spatial_compression * patch_size`` so
+    every latent patch is whole (Open-Sora's ``sanitize_sampling_option``)."""
+    d = spatial_compression * patch_size
+    height, width = image_size(resolution, aspect_ratio, d, training=False)
+    return -(-height // d) * d, -(-width // d) * d
+
+
+def sample_seeds(settings: SamplingSettings, num_prompts: int, sample_index: int = 0) -> list[int]:
+    """Open-Sora's seeds: ``seed + k`` for the k-th sample of every prompt."""
+    return [settings.seed + sample_index] * num_prompts
+
+
+# --------------------------------------------------------------------------- text
+
+
+@dataclass
+class TextEncoders:
+    """The T5 (tokens) and CLIP (pooled vector) encoders."""
+
+    t5: TextEmbedder
+    clip: TextEmbedder
+
+    def embed(self, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
+        """``(txt [B, L, D], y [B, D'])`` on the CPU."""
+        return self.t5.encode(texts), self.clip.encode(texts)
+
+
+def final_prompts(prompts: Sequence[str], settings: SamplingSettings) -> list[str]:
+    """The prompts as the model reads them: with Open-Sora's fps and motion-score suffix."""
+    return add_inference_suffix(list(prompts), settings.fps_save, settings.motion_score)
+
+
+# --------------------------------------------------------------------------- sampling
+
+
+def _place(model: nn.Module) -> tuple[torch.device, torch.dtype]:
+    param = next(model.parameters())
+    return param.device, param.dtype
+
+
+def _noise(shape: Sequence[int], seeds: Sequence[int], like: Tensor) -> Tensor:
+    # One generator per sample, on the CPU: a seed gives the same video whatever the batch
+    # composition, batch size or device.
+    return torch.cat([seeded_noise((1, *shape), s) for s in seeds]).to(like.device, like.dtype)
+
+
+@torch.no_grad()
+def denoise_distilled(
+    model: nn.Module, noise: Tensor, txt: Tensor, y: Tensor, timesteps: Tensor,
+    guidance: float, cond: Tensor | None = None,
+) -> Tensor:  # fmt: skip
+    """Open-Sora's ``DISTILLED`` sampler: one forward per step, the guidance scale passed to a
+    guidance-embedding model instead of classifier-free guidance."""
+    ts = timesteps.tolist()
+    b = noise.shape[0]
+    g = torch.full((b,), guidance, device=noise.device, dtype=noise.dtype)
+    x = noise
+    for t_curr, t_next in zip(ts[:-1], ts[1:], strict=True):
+        t_vec = torch.full((b,), t_curr, device=x.device, dtype=x.dtype)
+        x = x + (t_next - t_curr) * model(x, txt, y, t_vec, cond=cond, guidance=g)
+    return x
+
+
+def _check_vae(vae: VideoAutoencoder, settings: SamplingSettings) -> None:
+    if (vae.temporal_compression, vae.is_causal) != (
+        settings.temporal_reduction,
+        settings.is_causal_vae,
+    ):
+        raise ValueError(
+            f"sampling_option says temporal_reduction={settings.temporal_reduction}, "
+            f"is_causal_vae={settings.is_causal_vae}; the VAE has "
+            f"{vae.temporal_compression}, {vae.is_causal}"
+        )
+
+
+def generate_latents(
+    model: nn.Module,
+    vae: VideoAutoencoder,
+    encoders: TextEncoders,
+    prompts: Sequence[str],
+    settings: SamplingSettings,
+    seeds: Sequence[int],
+    refs: Sequence[Reference | Sequence[Reference] | None] | None = None,
+    cond_type: str | None = None,
+) -> Tensor:
+    """Denoised latents ``[B, C, T, h, w]`` for one batch of (already suffixed) prompts."""
+    if len(seeds) != len(prompts):
+        raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts")
+    cond_type = cond_type or settings.cond_type
+    check_num_frames(settings.num_frames, vae.temporal_compression, vae.is_causal)
+    device, dtype = _place(model)
+    size = target_size(
+        settings.resolution, settings.aspect_ratio, vae.spatial_compression, settings.patch_size
+    )
+    shape = (vae.latent_channels, *vae.latent_shape(settings.num_frames, *size))
+    txt, y = (e.to(device, dtype) for e in encoders.embed(prompts))
+    null_txt, null_y = (e.to(device, dtype) for e in encoders.embed([settings.negative_prompt]))
+    noise = _noise(shape, seeds, txt)
+    cond = build_conditions(vae, refs, cond_type, settings.num_frames, size, len(prompts))
+    cond = None if cond is None else cond.to(device, dtype)
+    timesteps = sampling_timesteps(
+        settings.num_steps, shape[2:], shape[1], settings.patch_size, settings.shift,
+        settings.flow_shift,
+    )  # fmt: skip
+    logger.info("sampling %d x %s (%s, %d steps)", len(prompts), shape, cond_type,
+                settings.num_steps)  # fmt: skip
+    if settings.method == "distill":
+        return denoise_distilled(model, noise, txt, y, timesteps, settings.guidance, cond)
+    return denoise(
+        model, noise, txt, y, null_txt, null_y, timesteps, settings.guidance,
+        settings.guidance_img, cond, text_osci=settings.text_osci,
+        image_osci=settings.image_osci,
+        # Open-Sora ramps the image guidance over time for i2v types only.
+        scale_temporal_osci=settings.scale_temporal_osci and "i2v" in cond_type,
+        pin_condition_every_step=settings.pin_condition_every_step,
+    )  # fmt: skip
+
+
+@torch.no_grad()
+def decode_videos(vae: VideoAutoencoder, latents: Tensor, num_frames: int) -> list[np.ndarray]:
+    """VAE-decode ``latents`` -> one uint8 ``[T, H, W, 3]`` array per sample."""
+    device, dtype = _place(vae)
+    videos = vae.decode(latents.to(device, dtype))[:, :, :num_frames].float()
+    pixels = ((videos.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return [v.permute(1, 2, 3, 0).cpu().numpy() for v in pixels]
+
+
+def generate(
+    model: nn.Module,
+    vae: VideoAutoencoder,
+    encoders: TextEncoders,
+    prompts: Sequence[str],
+    settings: SamplingSettings,
+    seeds: Sequence[int],
+    refs: Sequence[Reference | Sequence[Reference] | None] | None = None,
+    cond_type: str | None = None,
+) -> list[np.ndarray]:
+    """Generate one video per prompt -> uint8 ``[T, H, W, 3]`` arrays.
+
+    Args:
+        model: the MMDiT (its device and dtype are used).
+        vae: the video autoencoder.
+        encoders: T5 and CLIP.
+        prompts: raw prompts; the fps / motion-score suffix is added here.
+        settings: see :class:`SamplingSettings`.
+        seeds: one per prompt; the same seed gives the same video.
+        refs: one reference per prompt (path, ``"a;b"``, frames array, or None) for i2v/v2v.
+        cond_type: overrides ``settings.cond_type``.
+
+    Raises:
+        ValueError: bad ``num_frames``, seeds/refs count, or a missing / short reference.
+    """
+    _check_vae(vae, settings)
+    texts = final_prompts(prompts, settings)
+    videos: list[np.ndarray] = []
+    for start in range(0, len(texts), settings.batch_size):
+        stop = start + settings.batch_size
+        latents = generate_latents(
+            model, vae, encoders, texts[start:stop], settings, seeds[start:stop],
+            None if refs is None else refs[start:stop], cond_type,
+        )  # fmt: skip
+        videos += decode_videos(vae, latents, settings.num_frames)
+    return videos
+
+
+# --------------------------------------------------------------------------- t2i2v
+
+
+def generate_images(
+    image_model: nn.Module,
+    image_vae: VideoAutoencoder,
+    encoders: TextEncoders,
+    prompts: Sequence[str],
+    settings: SamplingSettings,
+    seeds: Sequence[int],
+) -> list[np.ndarray]:
+    """The t2i stage: one uint8 ``[H, W, 3]`` image per prompt at ``img_resolution``.
+
+    A guidance-embedding (distilled) image model is sampled as Open-Sora samples flux-dev
+    (one pass per step, guidance 4.0); any other gets ordinary classifier-free guidance with
+    ``settings.guidance``.
+    """
+    image = settings.for_image()
+    if getattr(getattr(image_model, "config", None), "guidance_embed", False):
+        image = dataclasses.replace(image, method="distill", guidance=T2I_DISTILLED_GUIDANCE)
+    # Open-Sora runs the image stage before it adds the fps / motion suffix: raw prompts.
+    texts = list(prompts)
+    frames: list[np.ndarray] = []
+    for start in range(0, len(texts), settings.batch_size):
+        stop = start + settings.batch_size
+        latents = generate_latents(
+            image_model, image_vae, encoders, texts[start:stop], image, seeds[start:stop]
+        )
+        frames += [video[0] for video in decode_videos(image_vae, latents, 1)]
+    return frames
+
+
+def fit_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize(-crop) a uint8 ``[H, W, 3]`` image to ``size`` -> uint8 ``[1, H', W', 3]``."""
+    if image.shape[:2] == tuple(size):
+        return image[None]
+    clip = to_clip_tensor(image[None], size, "resize_crop")  # [3, 1, H', W'] in [-1, 1]
+    pixels = ((clip + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    return pixels.permute(1, 2, 3, 0).numpy()
+
+
+def generate_t2i2v(
+    model: nn.Module,
+    vae: VideoAutoencoder,
+    image_model: nn.Module,
+    image_vae: VideoAutoencoder,
+    encoders: TextEncoders,
+    prompts: Sequence[str],
+    settings: SamplingSettings,
+    seeds: Sequence[int],
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Text -> first frame (image model) -> video (``i2v_head`` on that frame).
+
+    Returns:
+        ``(videos, images)``: the uint8 videos and the generated first frames at
+        ``img_resolution`` (Open-Sora saves them as ``generated_condition/*.png``).
+    """
+    images = generate_images(image_model, image_vae, encoders, prompts, settings, seeds)
+    size = target_size(
+        settings.resolution, settings.aspect_ratio, vae.spatial_compression, settings.patch_size
+    )
+    refs = [fit_image(image, size) for image in images]
+    videos = generate(model, vae, encoders, prompts, settings, seeds, refs, "i2v_head")
+    return videos, images
+
+
+def generate_samples(
+    models: GenerationModels,
+    prompts: Sequence[str],
+    settings: SamplingSettings,
+    seeds: Sequence[int],
+    refs: Sequence[Reference | Sequence[Reference] | None] | None = None,
+) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
+    """:func:`generate_t2i2v` when ``settings.use_t2i2v``, else :func:`generate` ->
+    ``(videos, t2i images or None)``."""
+    if not settings.use_t2i2v:
+        videos = generate(models.model, models.vae, models.encoders, prompts, settings, seeds, refs)
+        return videos, None
+    if models.image_model is None or models.image_vae is None:
+        raise ValueError("use_t2i2v needs the image model and its autoencoder")
+    return generate_t2i2v(
+        models.model, models.vae, models.image_model, models.image_vae, models.encoders,
+        prompts, settings, seeds,
+    )  # fmt: skip
+
+
+# --------------------------------------------------------------------------- loading
+
+
+@dataclass
+class GenerationModels:
+    """What :func:`generate` / :func:`generate_t2i2v` run on."""
+
+    model: nn.Module
+    vae: VideoAutoencoder
+    encoders: TextEncoders
+    image_model: nn.Module | None = None
+    image_vae: VideoAutoencoder | None = None
+
+
+def _resolve(path: str | os.PathLike, base_dir: str | os.PathLike | None) -> Path:
+    path = Path(path)
+    return path if path.is_absolute() or base_dir is None else Path(base_dir) / path
+
+
+def _weights_file(source: Path, what: str) -> Path:
+    file = source / "model.safetensors" if source.is_dir() else source
+    if not file.is_file():
+        raise FileNotFoundError(f"no {what} weights at {file}; train or export it first")
+    return file
+
+
+def _check_structure(model_params: Mapping[str, Any], folder: Path) -> None:
+    """Fail clearly when the parameters describe another network than the one saved."""
+    saved_file = folder / "config.json"
+    if not saved_file.is_file():
+        return
+    saved = dataclasses.asdict(mmdit_config(json.loads(saved_file.read_text())))
+    wanted = dataclasses.asdict(mmdit_config(model_params))
+    # cond_embed / guidance_embed may differ: their missing layers start at zero (t2v -> i2v).
+    skip = {"cond_embed", "guidance_embed", "grad_ckpt_settings"}
+    diff = {k: (wanted[k], saved[k]) for k in wanted if k not in skip and wanted[k] != saved[k]}
+    if diff:
+        raise ValueError(f"model parameters differ from {saved_file} (params, saved): {diff}")
+
+
+def load_mmdit(
+    model_params: Mapping[str, Any],
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    base_dir: str | os.PathLike | None = None,
+) -> nn.Module:
+    """An MMDiT built from ``model_params`` with the weights of ``from_pretrained`` (a folder
+    with ``model.safetensors`` [+ ``config.json``], or a ``.safetensors`` file)."""
+    from safetensors.torch import load_file
+
+    if not model_params.get("from_pretrained"):
+        raise ValueError("model.from_pretrained is not set: nothing to sample with")
+    source = _resolve(model_params["from_pretrained"], base_dir)
+    file = _weights_file(source, "diffusion model")
+    if source.is_dir():
+        _check_structure(model_params, source)
+    model = build_mmdit({k: v for k, v in model_params.items() if k not in NON_STRUCTURAL_FIELDS})
+    result = model.load_state_dict(
+        load_file(str(file)), strict=bool(model_params.get("strict_load", False))
+    )
+    if result.missing_keys or result.unexpected_keys:
+        logger.warning("%s: missing %s, unexpected %s", file, result.missing_keys,
+                       result.unexpected_keys)  # fmt: skip
+    return model.to(device, dtype).eval().requires_grad_(False)
+
+
+def load_text_encoders(
+    params: Mapping[str, Any], device: str = "cpu", base_dir: str | os.PathLike | None = None
+) -> TextEncoders:
+    """T5 and CLIP from ``params["t5"]`` / ``params["clip"]`` (``from_pretrained``,
+    ``max_length``, ``local_files_only``, ``cache_dir``) in ``params["dtype"]``."""
+
+    def load(role: str) -> TextEmbedder:
+        spec = params[role]
+        source = spec["from_pretrained"]
+        # A hub name stays as it is; a relative folder is taken from base_dir.
+        local = _resolve(source, base_dir)
+        return TextEmbedder(
+            role,
+            local if local.is_dir() else source,
+            spec["max_length"],
+            dtype=params.get("dtype", "bf16"),
+            device=device,
+            local_files_only=spec.get("local_files_only", True),
+            cache_dir=spec.get("cache_dir"),
+        )
+
+    return TextEncoders(load("t5"), load("clip"))
+
+
+def load_generation_models(
+    params: Mapping[str, Any], device: str = "auto", base_dir: str | os.PathLike | None = None
+) -> GenerationModels:
+    """Load the models an ``inference`` parameter group names (relative paths from
+    ``base_dir``, else the working directory). Reads ``dtype``, ``model``, ``ae``, ``t5``,
+    ``clip`` and, with ``use_t2i2v``, ``img_flux`` and ``img_flux_ae``."""
+    torch_device = resolve_device(device)
+    dtype_name = params.get("dtype", "bf16")
+    dtype = resolve_dtype(dtype_name, torch_device)
+    encoders = load_text_encoders(params, str(torch_device), base_dir)
+    models = GenerationModels(
+        load_mmdit(params["model"], torch_device, dtype, base_dir),
+        load_autoencoder(params["ae"], torch_device, dtype, base_dir),
+        encoders,
+    )
+    if params.get("use_t2i2v"):
+        if not params.get("img_flux") or not params.get("img_flux_ae"):
+            raise ValueError("use_t2i2v needs img_flux and img_flux_ae")
+        models.image_model = load_mmdit(params["img_flux"], torch_device, dtype, base_dir)
+        models.image_vae = load_autoencoder(params["img_flux_ae"], torch_device, dtype, base_dir)
+    logger.info("loaded generation models on %s (%s)", torch_device, dtype)
+    return models
+
+
+# --------------------------------------------------------------------------- saving
+
+
+def save_sample(
+    frames: np.ndarray, prompt: str, folder: str | os.PathLike, stem: str, fps: float
+) -> tuple[Path, Path]:
+    """Write ``<stem>.mp4`` (H.264) and ``<stem>.txt`` (the final prompt) into ``folder``,
+    each atomically (temporary file, then rename) -> ``(mp4 path, txt path)``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    video, text = folder / f"{stem}.mp4", folder / f"{stem}.txt"
+    write_atomic(video, encode_mp4(frames, fps))
+    write_atomic(text, prompt.encode("utf-8"))
+    return video, text
