@@ -46,14 +46,15 @@ def _kedro(project: Path, *args: str) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_kedro_run_default_pipeline(project):
     short = ("vae_training.max_steps=6,vae_training.ckpt_every=3,vae_training.log_every=2,"
-             "diffusion_stage1.max_steps=4,diffusion_stage1.log_every=2")  # fmt: skip
+             "diffusion_stage1.max_steps=4,diffusion_stage1.log_every=2,"
+             "evaluation.prompt_following.num_prompts=4")  # fmt: skip
     _kedro(project, "run", f"--params={short}")
 
     captions = pd.read_csv(project / "data/01_raw/captions.csv")
     meta = pd.read_parquet(project / "data/02_intermediate/video_meta.parquet")
     rejected = pd.read_parquet(project / "data/03_primary/rejected_videos.parquet")
-    assert len(captions) == 28  # conf/local: 24 clips + 4 stills
-    assert len(meta) == 28 and rejected.empty
+    assert len(captions) == 124  # conf/local: 120 clips + 4 stills
+    assert len(meta) == 124 and rejected.empty
     assert set(meta["text"]) == set(captions["text"])
     assert meta["num_frames"].min() == 1 and meta["num_frames"].max() == 130
     assert set(meta["fps"].dropna()) <= {12.0, 24.0, 25.0, 30.0, 60.0}
@@ -63,11 +64,11 @@ def test_kedro_run_default_pipeline(project):
     assert len(runs) == 1
     run = runs[0]
     assert run.info.status == "FINISHED"
-    assert run.data.params["demo_data.num_clips"] == "24"  # conf/local over conf/base
+    assert run.data.params["demo_data.num_clips"] == "120"  # conf/local over conf/base
     assert run.data.params["demo_data.crf"] == "20"  # conf/base, kept by the soft merge
     assert run.data.params["data_processing.motion.variant"] == "integer"
     assert run.data.params["diffusion_stage1.dataset.fps_max"] == "24.0"  # resolved stage params
-    assert run.data.metrics["bucket_metrics.clips"] == 28
+    assert run.data.metrics["bucket_metrics.clips"] == 124
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
     assert {"bucket_report.csv", "bucket_report.png", "vae_reconstructions.png"} <= artifacts
     assert run.data.metrics["vae_metrics.psnr"] > 0
@@ -77,17 +78,21 @@ def test_kedro_run_default_pipeline(project):
     history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "diffusion_stage1.loss")
     assert [m.step for m in history] == [2, 4]
     assert (project / "data/06_models/diffusion_stage1/model.safetensors").is_file()
+    # the evaluation closes the chain: its report, pictures and headline metrics
+    assert {"evaluation.md", "prompt_following.png", "prompt_following.gif"} <= artifacts
+    assert 0 <= run.data.metrics["evaluation_metrics.eval_colour_accuracy"] <= 1
+    assert run.data.metrics["evaluation_metrics.eval_diffusion_eval_loss"] > 0
 
     table = pd.read_parquet(project / "data/05_model_input/training_table.parquet")
-    assert len(table) == 28 and table["score_vmafmotion"].notna().all()
+    assert len(table) == 124 and table["score_vmafmotion"].notna().all()
     assert table["text"].str.contains(r" FPS, \d+ motion score\.$|^.* \d+ motion score\.$").all()
     report = pd.read_csv(project / "data/08_reporting/bucket_report.csv")
-    assert report["samples"].sum() == 28
+    assert report["samples"].sum() == 124
 
     cache = EmbeddingCache.open(project / "data/04_feature/text_embeddings")
     hashes = list(table["caption_hash"])
-    assert cache.lookup(hashes, "t5").shape == (28, 32, 64)  # conf/local: max_length 32, d 64
-    assert cache.lookup(hashes, "clip").shape == (28, 64)
+    assert cache.lookup(hashes, "t5").shape == (124, 32, 64)  # conf/local: max_length 32, d 64
+    assert cache.lookup(hashes, "clip").shape == (124, 64)
     assert cache.null("t5").shape == (32, 64)
     assert run.data.metrics["text_embedding_metrics.t5_misses"] >= 1
 

@@ -103,13 +103,11 @@ def chain(tmp_path_factory) -> Chain:
                      "text_embeddings_previous": EmbeddingCacheDataset(str(root / "text_embeddings")),
                      "params:text_embedding": MemoryDataset(params["text_embedding"])}),
     )  # fmt: skip
-    save_vae_weights(build_vae("tiny_vae"), root / "vae_export")
-    ModelDirDataset(str(root / "vae")).save(
-        {
-            "weights": str(root / "vae_export" / "model.safetensors"),
-            "config": {"type": "tiny_vae", "config": {}},
-        }  # fmt: skip
-    )
+    vae = params["vae_training"]["model"]  # conf/local's VAE, randomly initialised
+    save_vae_weights(build_vae(vae["type"], **vae["config"]), root / "vae_export")
+    export = {"weights": str(root / "vae_export" / "model.safetensors"),
+              "config": {"type": vae["type"], "config": vae["config"]}}  # fmt: skip
+    ModelDirDataset(str(root / "vae")).save(export)
     return chain
 
 

@@ -69,3 +69,14 @@ def test_gpu_only_plugins_fail_clearly_on_cpu(tmp_path):
         _run(tmp_path, "z", plugin="zero2")
     with pytest.raises(RuntimeError, match="plugin 'hybrid' needs a CUDA GPU"):
         _run(tmp_path, "h", plugin="hybrid", plugin_config={"sp_size": 2, "zero_stage": 0})
+
+
+def test_compile_compiles_the_model_in_place(tmp_path, monkeypatch):
+    import torch
+
+    compiled = []
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kw: compiled.append(self))
+    result = _run(tmp_path, "c", compile=True, max_steps=2)
+    assert len(compiled) == 1 and result["update_steps"] == 2
+    _run(tmp_path, "d", max_steps=2)
+    assert len(compiled) == 1  # off by default

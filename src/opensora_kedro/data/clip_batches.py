@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -13,10 +14,12 @@ from opensora_kedro.data.sampler import VariableShapeBatchSampler
 
 
 def split_holdout(table: pd.DataFrame, fraction: float) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """``(train, held_out)`` by a hash of each path: stable when rows are added or reordered."""
+    """``(train, held_out)`` by a hash of each file name: stable when rows are added or
+    reordered and when the data folder moves."""
     if fraction <= 0:
         return table.reset_index(drop=True), table.iloc[:0].reset_index(drop=True)
-    draws = table["path"].map(lambda p: int(hashlib.sha256(p.encode()).hexdigest()[:8], 16) / 16**8)
+    names = table["path"].map(lambda p: Path(p).name)
+    draws = names.map(lambda n: int(hashlib.sha256(n.encode()).hexdigest()[:8], 16) / 16**8)
     held = draws < fraction
     if held.all():
         raise ValueError(

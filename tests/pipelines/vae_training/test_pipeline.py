@@ -1,6 +1,7 @@
 """The vae_training pipeline on a few tiny demo clips: train (in-process), export, evaluate."""
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -88,6 +89,9 @@ def test_training_split_excludes_held_out_clips(table):
     assert len(train) + len(held) == len(table) and not set(train["path"]) & set(held["path"])
     again, _ = split_holdout(table.iloc[::-1], 0.3)
     assert set(again["path"]) == set(train["path"])  # by path hash, not by position
+    moved = table.assign(path=table["path"].map(lambda p: "/elsewhere/" + Path(p).name))
+    _, moved_held = split_holdout(moved, 0.3)
+    assert {Path(p).name for p in moved_held["path"]} == {Path(p).name for p in held["path"]}
     assert isinstance(train, pd.DataFrame)
     with pytest.raises(ValueError, match="keeps every one"):
         split_holdout(table.head(1), 0.999999)
