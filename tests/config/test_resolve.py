@@ -87,6 +87,12 @@ def test_inference_presets(base):
     assert base["vae_training"]["optim"]["betas"] == (0.9, 0.98)
 
 
+def test_a_command_line_motion_score_may_be_a_number():
+    # `--params inference.motion_score=0` arrives as an int; Open-Sora takes either
+    params = resolve_parameters(project_layers("local", {"inference": {"motion_score": 0}}), CPU)
+    assert params.params["inference"]["motion_score"] == 0
+
+
 def test_sources_name_the_file_and_inheritance(local_layers):
     resolved = resolve_parameters(local_layers, CPU)
     sources = resolved.sources
