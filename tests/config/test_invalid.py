@@ -59,6 +59,10 @@ CASES = [
     ({S1: {"plugin": "hybrid", "plugin_config": {"sp_size": 1}}, "diffusion_stage2": {"plugin_config": {"sp_size": 1}},
       "launcher": {"nproc_per_node": 2}, "diffusion_stage1_i2v": {"plugin_config": {"sp_size": 2}}},
      "diffusion_stage1_i2v.plugin_config.enable_sequence_parallelism", "sp_size > 1"),  # fmt: skip
+    ({"diffusion_stage2": {"plugin": "hybrid", "plugin_config": {"sp_size": 4, "sequence_parallelism_mode": "ring_attn",
+                                                                  "enable_sequence_parallelism": True}},
+      "launcher": {"nproc_per_node": 4}},
+     "diffusion_stage2.plugin_config.sp_size", "ring_attn splits heads"),  # fmt: skip
     # bad bucket_config shapes
     ({S1: {"bucket_config": {"_delete_": True, "96pix": {1: [1.0, 4]}}}},
      "diffusion_stage1.bucket_config.96pix", "invalid resolution name"),  # fmt: skip

@@ -143,13 +143,15 @@ def plugin_issues(
         issues.append(
             (("plugin_config", "tp_size"), config.tp_size, f"must divide num_heads ({num_heads})")
         )
+    # ring_attn runs as all-to-all here (training/mmdit_policy.py): both split the heads.
     if (
         num_heads is not None
-        and config.sequence_parallelism_mode == "all_to_all"
+        and config.sequence_parallelism_mode in ("all_to_all", "ring_attn")
         and num_heads % config.sp_size
     ):
         issues.append(
             (("plugin_config", "sp_size"), config.sp_size,
-             f"all_to_all splits heads: must divide num_heads ({num_heads})")
+             f"{config.sequence_parallelism_mode} splits heads: must divide num_heads "
+             f"({num_heads})")
         )  # fmt: skip
     return issues
