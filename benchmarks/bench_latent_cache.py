@@ -23,12 +23,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from bench_diffusion_throughput import train_step  # the same step, this folder
 
 from opensora_kedro.data.clip_dataset import ClipDataset, collate_clips
 from opensora_kedro.data.sampler import SampleKey
 from opensora_kedro.models.mmdit import build_mmdit
 from opensora_kedro.models.vae.registry import build_vae
-from opensora_kedro.training import rectified_flow as rf
 from opensora_kedro.training.latent_cache import (
     CachedClipDataset,
     LatentCache,
@@ -56,16 +56,6 @@ def write_clips(folder: Path, count: int) -> pd.DataFrame:
         path.write_bytes(encode_mp4(frames, 24))
         paths.append(str(path))
     return pd.DataFrame({"path": paths, "num_frames": SOURCE[0], "fps": 24.0})
-
-
-def train_step(model, optimizer, x0, txt, y) -> None:
-    """One rectified-flow training step on latents ``x0``."""
-    t = rf.sample_timesteps(x0.shape[0])
-    noise = torch.randn_like(x0)
-    velocity = model(rf.noise_input(x0, noise, t), txt, y, t)
-    rf.flow_loss(velocity, rf.velocity_target(x0, noise)).backward()
-    optimizer.step()
-    optimizer.zero_grad()
 
 
 def on_the_fly(clips, vae, keys) -> torch.Tensor:

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from opensora_kedro.data.clip_batches import fixed_bucket_keys
 from opensora_kedro.data.clip_dataset import ClipDataset
 from opensora_kedro.data.video_table import caption_hash
 from opensora_kedro.evaluation.diffusion_loss import (
@@ -16,7 +17,6 @@ from opensora_kedro.evaluation.diffusion_loss import (
     eval_timesteps,
     fixed_noise,
 )
-from opensora_kedro.evaluation.holdout import held_out_keys
 from opensora_kedro.models.mmdit import build_mmdit
 from opensora_kedro.models.vae.registry import build_vae
 from opensora_kedro.video.codec import encode_mp4
@@ -86,7 +86,7 @@ def latents_and_noise(held, vae):
     """Per held-out clip (table order): its latent and noise, computed without the module."""
     dataset = ClipDataset(held, seed=PARAMS["seed"], fps_max=24, transform="resize_crop")
     out = {}
-    for key in held_out_keys(held, PARAMS):
+    for key in fixed_bucket_keys(held, PARAMS):
         with torch.no_grad():
             x0 = vae.encode(dataset[key]["video"][None], sample=False)[0]
         out[key.index] = (x0, fixed_noise(tuple(x0.shape), PARAMS["seed"], key.index))

@@ -10,7 +10,7 @@ import pandas as pd
 
 from opensora_kedro.data.bucket import BucketConfig, assign_buckets
 from opensora_kedro.data.clip_dataset import ClipDataset, collate_clips
-from opensora_kedro.data.sampler import VariableShapeBatchSampler
+from opensora_kedro.data.sampler import SampleKey, VariableShapeBatchSampler
 
 
 def split_holdout(table: pd.DataFrame, fraction: float) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -58,3 +58,38 @@ def clip_batches(
         table, seed=seed, fps_max=fps_max, transform=params["dataset"]["transform_name"]
     )
     return dataset, sampler, collate_clips
+
+
+# Evaluations read one fixed epoch: the same bucket draws and crop windows on every run.
+FIXED_EPOCH = 0
+
+
+def fixed_bucket_assignment(rows: pd.DataFrame, params: dict[str, Any]) -> pd.DataFrame:
+    """Bucket assignment (epoch 0, unscaled batch sizes) of the rows that fit a bucket.
+
+    Reads ``params["bucket_config"]``, ``params["seed"]`` and ``params["dataset"]["fps_max"]``;
+    the result is indexed like ``rows`` and carries :mod:`opensora_kedro.data.bucket`'s
+    assignment columns.
+    """
+    config = scaled_bucket_config(params["bucket_config"], 1.0)
+    assignment = assign_buckets(rows, config, seed=params["seed"], epoch=FIXED_EPOCH,
+                                fps_max=params["dataset"]["fps_max"])  # fmt: skip
+    return assignment[assignment["skip_reason"].isna()]
+
+
+def fixed_sample_key(index: Any, row: pd.Series) -> SampleKey:
+    """The :class:`SampleKey` of one assigned row (its bucket shape and stride, epoch 0)."""
+    return SampleKey(
+        int(index),
+        int(row.bucket_num_frames),
+        int(row.bucket_height),
+        int(row.bucket_width),
+        sampling_interval=int(row.sampling_interval),
+        epoch=FIXED_EPOCH,
+    )
+
+
+def fixed_bucket_keys(rows: pd.DataFrame, params: dict[str, Any]) -> list[SampleKey]:
+    """One key per row that fits a bucket, in table order: what evaluations and measurements
+    read, the same on every run."""
+    return [fixed_sample_key(i, r) for i, r in fixed_bucket_assignment(rows, params).iterrows()]

@@ -25,8 +25,8 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from opensora_kedro.data.clip_batches import fixed_bucket_assignment, fixed_sample_key
 from opensora_kedro.data.clip_dataset import ClipDataset, collate_clips
-from opensora_kedro.evaluation.holdout import held_out_assignment, sample_key
 from opensora_kedro.training import rectified_flow as rf
 
 logger = logging.getLogger(__name__)
@@ -145,7 +145,7 @@ def diffusion_eval_loss(
     Raises:
         ValueError: no held-out clip fits a bucket.
     """
-    assigned = held_out_assignment(held, params)
+    assigned = fixed_bucket_assignment(held, params)
     if assigned.empty:
         raise ValueError(f"none of the {len(held)} held-out clips fits a bucket of bucket_config")
     dataset = ClipDataset(held, seed=params["seed"], fps_max=params["dataset"]["fps_max"],
@@ -160,7 +160,7 @@ def diffusion_eval_loss(
     losses: dict[tuple, list[np.ndarray]] = {}
     t_model: dict[tuple, Tensor] = {}
     for bucket, labels in _batches(assigned, batch_size):
-        batch = collate_clips([dataset[sample_key(i, assigned.loc[i])] for i in labels])
+        batch = collate_clips([dataset[fixed_sample_key(i, assigned.loc[i])] for i in labels])
         with torch.no_grad():
             x0 = vae.encode(batch["video"].to(device), sample=False).to(dtype)
         hashes = held.loc[labels, "caption_hash"].tolist()

@@ -9,28 +9,26 @@ import numpy as np
 import pandas as pd
 import torch
 
-from opensora_kedro.data.clip_batches import split_holdout
+from opensora_kedro.data.clip_batches import fixed_bucket_keys, split_holdout
 from opensora_kedro.data.clip_dataset import ClipDataset
-from opensora_kedro.evaluation.holdout import held_out_keys
 from opensora_kedro.evaluation.reconstruction import reconstruction_metrics, side_by_side
-from opensora_kedro.models.vae.registry import build_vae, load_vae_weights
+from opensora_kedro.models.vae.loading import load_autoencoder
 
 logger = logging.getLogger(__name__)
 
 
 @torch.no_grad()
 def evaluate_reconstruction(
-    model_dir: str, model: dict[str, Any], table: pd.DataFrame, params: dict[str, Any]
+    model_dir: str, table: pd.DataFrame, params: dict[str, Any]
 ) -> tuple[dict[str, float], Any]:
     """Mean PSNR (dB) and SSIM over held-out clips, and a figure of side-by-side frames."""
     _, held = split_holdout(table, params["eval"]["holdout_fraction"])
     held = held.head(params["eval"]["max_clips"])
-    vae = build_vae(model["type"], **model["config"]).eval()
-    load_vae_weights(vae, model_dir, strict=True)
+    vae = load_autoencoder({"from_pretrained": model_dir})
     dataset = ClipDataset(held, seed=params["seed"], fps_max=params["dataset"]["fps_max"],
                           transform=params["dataset"]["transform_name"])  # fmt: skip
     scores, images = [], []
-    for key in held_out_keys(held, params):
+    for key in fixed_bucket_keys(held, params):
         video = dataset[key]["video"].unsqueeze(0)
         reconstruction = vae(video)[0].clamp(-1, 1)
         scores.append(reconstruction_metrics(video, reconstruction))

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from opensora_kedro.data.aspect import image_size
 from opensora_kedro.data.clip_dataset import to_clip_tensor
-from opensora_kedro.files import write_atomic
+from opensora_kedro.files import resolve_path, weights_file, write_atomic
 from opensora_kedro.models.mmdit import NON_STRUCTURAL_FIELDS, build_mmdit, mmdit_config
 from opensora_kedro.models.vae.base import VideoAutoencoder
 from opensora_kedro.models.vae.loading import load_autoencoder
@@ -391,18 +391,6 @@ class GenerationModels:
     image_vae: VideoAutoencoder | None = None
 
 
-def _resolve(path: str | os.PathLike, base_dir: str | os.PathLike | None) -> Path:
-    path = Path(path)
-    return path if path.is_absolute() or base_dir is None else Path(base_dir) / path
-
-
-def _weights_file(source: Path, what: str) -> Path:
-    file = source / "model.safetensors" if source.is_dir() else source
-    if not file.is_file():
-        raise FileNotFoundError(f"no {what} weights at {file}; train or export it first")
-    return file
-
-
 def _check_structure(model_params: Mapping[str, Any], folder: Path) -> None:
     """Fail clearly when the parameters describe another network than the one saved."""
     saved_file = folder / "config.json"
@@ -429,8 +417,8 @@ def load_mmdit(
 
     if not model_params.get("from_pretrained"):
         raise ValueError("model.from_pretrained is not set: nothing to sample with")
-    source = _resolve(model_params["from_pretrained"], base_dir)
-    file = _weights_file(source, "diffusion model")
+    source = resolve_path(model_params["from_pretrained"], base_dir)
+    file = weights_file(source, "diffusion model")
     if source.is_dir():
         _check_structure(model_params, source)
     model = build_mmdit({k: v for k, v in model_params.items() if k not in NON_STRUCTURAL_FIELDS})
@@ -453,7 +441,7 @@ def load_text_encoders(
         spec = params[role]
         source = spec["from_pretrained"]
         # A hub name stays as it is; a relative folder is taken from base_dir.
-        local = _resolve(source, base_dir)
+        local = resolve_path(source, base_dir)
         return TextEmbedder(
             role,
             local if local.is_dir() else source,

@@ -41,7 +41,6 @@ class DiffusionTask:
         self.vae = build_autoencoder(source, params["ae"])
         self.text = EmbeddingCache.open(inputs["text_embeddings"])
         self.hashes = table["caption_hash"].to_numpy()
-        self.generator = None
         self.cache, self.vae_id = None, None
         self.cache_counts = {"hits": 0, "misses": 0, "batches": 0}
         if params["dataset"]["type"] == "cached_video_text":

@@ -10,9 +10,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from opensora_kedro.data.clip_batches import clip_batches, split_holdout
+from opensora_kedro.data.clip_batches import clip_batches, fixed_bucket_keys, split_holdout
 from opensora_kedro.data.clip_dataset import ClipDataset
-from opensora_kedro.evaluation.holdout import held_out_keys
 from opensora_kedro.models.vae.losses import VAELoss
 from opensora_kedro.models.vae.registry import build_vae, load_vae_weights
 from opensora_kedro.training.distributed import rank
@@ -93,7 +92,7 @@ def latent_statistics(
     latents = [
         (vae.encode(dataset[key]["video"].unsqueeze(0)) / config.scaling_factor
          + config.shift_factor).flatten()
-        for key in held_out_keys(rows, params)
+        for key in fixed_bucket_keys(rows, params)
     ]  # fmt: skip
     if not latents:
         raise ValueError("no training clip fits a bucket: cannot measure the latent scale")

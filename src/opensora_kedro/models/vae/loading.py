@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from opensora_kedro.files import resolve_path, weights_file
 from opensora_kedro.models.vae.base import VideoAutoencoder
 from opensora_kedro.models.vae.registry import (
     WEIGHTS_FILE,
@@ -57,18 +58,6 @@ class VAESource:
     export: dict[str, Any] | None = None
 
 
-def _resolve(path: str | os.PathLike, base_dir: str | os.PathLike | None) -> Path:
-    path = Path(path)
-    return path if path.is_absolute() or base_dir is None else Path(base_dir) / path
-
-
-def _weights_file(source: Path) -> Path:
-    file = source / WEIGHTS_FILE if source.is_dir() else source
-    if not file.is_file():
-        raise FileNotFoundError(f"no autoencoder weights at {file}; train or export it first")
-    return file
-
-
 def resolve_vae_source(
     ae_params: Mapping[str, Any],
     fallback: str | os.PathLike | None = None,
@@ -85,10 +74,10 @@ def resolve_vae_source(
     named = ae_params.get("from_pretrained") or fallback
     if not named:
         raise ValueError("ae.from_pretrained is not set and there is no exported VAE to use")
-    source = _resolve(named, base_dir)
+    source = resolve_path(named, base_dir)
     saved = source / EXPORT_CONFIG
     if not saved.is_file():
-        return VAESource(_weights_file(source))
+        return VAESource(weights_file(source, "autoencoder", WEIGHTS_FILE))
     export = json.loads(saved.read_text())
     wanted = ae_params.get("type")
     if wanted is not None and wanted != export["type"]:
@@ -96,7 +85,7 @@ def resolve_vae_source(
             f"ae.type is {wanted!r} but the VAE exported at {source} is a {export['type']!r}; "
             "set ae.type to match, or point ae.from_pretrained at a matching VAE"
         )
-    return VAESource(_weights_file(source), export)
+    return VAESource(weights_file(source, "autoencoder", WEIGHTS_FILE), export)
 
 
 def _fields(ae_params: Mapping[str, Any], names: tuple[str, ...]) -> dict[str, Any]:

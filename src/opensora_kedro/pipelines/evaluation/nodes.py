@@ -3,9 +3,7 @@ prompt following measured from generated pixels, and the report that gathers the
 
 from __future__ import annotations
 
-import json
 import logging
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -67,8 +65,7 @@ def evaluate_diffusion_loss(
 
 def evaluate_vae_reconstruction(vae_dir: str, table: pd.DataFrame, vae: dict) -> dict[str, float]:
     """PSNR / SSIM of the trained autoencoder on the clips its training held out."""
-    config = json.loads((Path(vae_dir) / "config.json").read_text())
-    metrics, _ = evaluate_reconstruction(vae_dir, config, table, vae)
+    metrics, _ = evaluate_reconstruction(vae_dir, table, vae)
     return metrics
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -30,6 +29,5 @@ def train_vae(table: pd.DataFrame, params: dict, launcher: dict, run_dir: str) -
 
 def evaluate_vae(model_dir: str, table: pd.DataFrame, params: dict):
     """PSNR / SSIM on held-out clips, and side-by-side reconstructions."""
-    config = json.loads((Path(model_dir) / "config.json").read_text())
-    metrics, figure = evaluate_reconstruction(model_dir, config, table, params)
+    metrics, figure = evaluate_reconstruction(model_dir, table, params)
     return {name: {"value": value, "step": 0} for name, value in metrics.items()}, figure
