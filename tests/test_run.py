@@ -47,28 +47,29 @@ def _kedro(project: Path, *args: str) -> subprocess.CompletedProcess:
 def test_kedro_run_default_pipeline(project):
     short = ("vae_training.max_steps=6,vae_training.ckpt_every=3,vae_training.log_every=2,"
              "diffusion_stage1.max_steps=4,diffusion_stage1.log_every=2,"
-             "evaluation.prompt_following.num_prompts=4")  # fmt: skip
+             "evaluation.prompt_following.num_unseen_prompts=2,"
+             "evaluation.prompt_following.num_seen_prompts=2")  # fmt: skip
     _kedro(project, "run", f"--params={short}")
 
     captions = pd.read_csv(project / "data/01_raw/captions.csv")
     meta = pd.read_parquet(project / "data/02_intermediate/video_meta.parquet")
     rejected = pd.read_parquet(project / "data/03_primary/rejected_videos.parquet")
-    assert len(captions) == 124  # conf/local: 120 clips + 4 stills
-    assert len(meta) == 124 and rejected.empty
+    assert len(captions) == 184  # conf/local: 180 clips + 4 stills
+    assert len(meta) == 184 and rejected.empty
     assert set(meta["text"]) == set(captions["text"])
-    assert meta["num_frames"].min() == 1 and meta["num_frames"].max() == 130
-    assert set(meta["fps"].dropna()) <= {12.0, 24.0, 25.0, 30.0, 60.0}
+    assert meta["num_frames"].min() == 1 and meta["num_frames"].max() == 33
+    assert set(meta["fps"].dropna()) <= {12.0, 24.0, 25.0, 30.0}
 
     mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
     runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
     assert len(runs) == 1
     run = runs[0]
     assert run.info.status == "FINISHED"
-    assert run.data.params["demo_data.num_clips"] == "120"  # conf/local over conf/base
+    assert run.data.params["demo_data.num_clips"] == "180"  # conf/local over conf/base
     assert run.data.params["demo_data.crf"] == "20"  # conf/base, kept by the soft merge
     assert run.data.params["data_processing.motion.variant"] == "integer"
     assert run.data.params["diffusion_stage1.dataset.fps_max"] == "24.0"  # resolved stage params
-    assert run.data.metrics["bucket_metrics.clips"] == 124
+    assert run.data.metrics["bucket_metrics.clips"] == 184
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
     assert {"bucket_report.csv", "bucket_report.png", "vae_reconstructions.png"} <= artifacts
     assert run.data.metrics["vae_metrics.psnr"] > 0
@@ -81,18 +82,19 @@ def test_kedro_run_default_pipeline(project):
     # the evaluation closes the chain: its report, pictures and headline metrics
     assert {"evaluation.md", "prompt_following.png", "prompt_following.gif"} <= artifacts
     assert 0 <= run.data.metrics["evaluation_metrics.eval_colour_accuracy"] <= 1
+    assert 0 <= run.data.metrics["evaluation_metrics.eval_unseen_colour_accuracy"] <= 1
     assert run.data.metrics["evaluation_metrics.eval_diffusion_eval_loss"] > 0
 
     table = pd.read_parquet(project / "data/05_model_input/training_table.parquet")
-    assert len(table) == 124 and table["score_vmafmotion"].notna().all()
+    assert len(table) == 184 and table["score_vmafmotion"].notna().all()
     assert table["text"].str.contains(r" FPS, \d+ motion score\.$|^.* \d+ motion score\.$").all()
     report = pd.read_csv(project / "data/08_reporting/bucket_report.csv")
-    assert report["samples"].sum() == 124
+    assert report["samples"].sum() == 184
 
     cache = EmbeddingCache.open(project / "data/04_feature/text_embeddings")
     hashes = list(table["caption_hash"])
-    assert cache.lookup(hashes, "t5").shape == (124, 32, 64)  # conf/local: max_length 32, d 64
-    assert cache.lookup(hashes, "clip").shape == (124, 64)
+    assert cache.lookup(hashes, "t5").shape == (184, 32, 64)  # conf/local: max_length 32, d 64
+    assert cache.lookup(hashes, "clip").shape == (184, 64)
     assert cache.null("t5").shape == (32, 64)
     assert run.data.metrics["text_embedding_metrics.t5_misses"] >= 1
 

@@ -23,6 +23,8 @@ CASES = [
     ({S1: {"optim": {"lr": 2.0}}}, "diffusion_stage1.optim.lr", "less than or equal to 1"),
     ({S1: {"ema_decay": 1.5}}, "diffusion_stage1.ema_decay", "less than 1"),
     ({S1: {"accumulation_steps": 0}}, "diffusion_stage1.accumulation_steps", "greater than 0"),
+    ({S1: {"use_cosine_scheduler": True, "max_steps": None}},
+     "diffusion_stage1.use_cosine_scheduler", "set max_steps"),  # fmt: skip
     ({S1: {"dropout_ratio": {"t5": 1.2}}}, "diffusion_stage1.dropout_ratio.t5", "less than or equal to 1"),
     ({S1: {"dtype": "fp8"}}, "diffusion_stage1.dtype", "'bf16', 'fp16' or 'fp32'"),
     ({S1: {"plugin": "gemini"}}, "diffusion_stage1.plugin", "'ddp', 'zero2' or 'hybrid'"),

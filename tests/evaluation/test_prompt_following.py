@@ -1,4 +1,4 @@
-"""Demo-prompt parsing, colour/direction scoring of clips, and held-out prompt choice."""
+"""Demo-prompt parsing, colour/direction scoring of clips, evaluation prompt choice, intervals."""
 
 from __future__ import annotations
 
@@ -13,10 +13,12 @@ from opensora_kedro.evaluation.prompt_following import (
     RESULT_COLUMNS,
     DemoPrompt,
     all_demo_prompts,
-    heldout_prompts,
+    evaluation_prompts,
     parse_prompt,
     prompt_following,
     result_label,
+    summarize_following,
+    wilson_interval,
 )
 from opensora_kedro.video.render import COLOURS, DIRECTIONS, SHAPES, ClipSpec, render_frames
 
@@ -60,8 +62,11 @@ def test_rendered_demo_clips_score_perfectly():
     table, summary = prompt_following(videos, [spec.caption + " 24 FPS." for spec in specs])
     assert list(table.columns) == RESULT_COLUMNS and len(table) == len(specs)
     assert table["colour_ok"].all() and table["direction_ok"].all(), table.to_string()
-    assert summary == {"colour_accuracy": 1.0, "direction_accuracy": 1.0, "both_accuracy": 1.0,
-                       "samples": float(len(specs))}  # fmt: skip
+    assert {k: summary[k] for k in ("colour_accuracy", "direction_accuracy", "both_accuracy",
+                                    "samples")} == {"colour_accuracy": 1.0,
+            "direction_accuracy": 1.0, "both_accuracy": 1.0, "samples": float(len(specs))}  # fmt: skip
+    assert summary["chance_colour"] == pytest.approx(1 / 6)
+    assert summary["chance_direction"] == pytest.approx(1 / 5)
 
 
 def test_wrong_colour_and_direction_count_as_wrong():
@@ -90,30 +95,52 @@ def test_unparsed_prompts_are_kept_but_not_scored():
         prompt_following([], ["a cat"])
 
 
-def test_heldout_prompts_avoid_training_combinations_and_balance():
+def test_evaluation_prompts_split_unseen_and_seen_combinations_balanced():
     combos = all_demo_prompts()
     train = [p.text + " 24 FPS, 3 motion score." for p in combos[::2]]  # 45 of 90 seen
-    prompts = heldout_prompts(train, 30, seed=1)
-    parsed = [parse_prompt(p) for p in prompts]
+    asked = evaluation_prompts(train, 30, 12, seed=1)
+    assert list(asked.columns) == ["prompt", "seen"] and len(asked) == 42
+    parsed = [parse_prompt(p) for p in asked["prompt"]]
     seen = {parse_prompt(c) for c in train}
-    assert len(set(prompts)) == 30 and not seen & set(parsed)
-    assert heldout_prompts(train, 30, seed=1) == prompts
-    assert heldout_prompts(train, 30, seed=2) != prompts
-    colours = Counter(p.colour for p in parsed)
-    directions = Counter(p.direction for p in parsed)
+    assert [p in seen for p in parsed] == asked["seen"].tolist() == [False] * 30 + [True] * 12
+    unseen = [p for p, s in zip(parsed, asked["seen"], strict=True) if not s]
+    assert len(set(unseen)) == 30
+    assert evaluation_prompts(train, 30, 12, seed=1).equals(asked)
+    assert not evaluation_prompts(train, 30, 12, seed=2).equals(asked)
+    colours = Counter(p.colour for p in unseen)
+    directions = Counter(p.direction for p in unseen)
     assert set(colours) == set(COLOURS) and max(colours.values()) - min(colours.values()) <= 1
     assert set(directions) == set(DIRECTIONS)
     assert max(directions.values()) - min(directions.values()) <= 1
 
 
-def test_heldout_prompts_reuse_training_combinations_only_when_needed():
+def test_evaluation_prompts_repeat_combinations_in_rounds():
     train = [p.text for p in all_demo_prompts()[:85]]
-    prompts = heldout_prompts(train, 12, seed=0)
+    asked = evaluation_prompts(train, 12, 0, seed=0)
     unseen = {p.text for p in all_demo_prompts()[85:]}
-    assert unseen <= set(prompts) and len(set(prompts)) == 12
-    # More prompts than combinations: every combination once, then another round.
-    many = heldout_prompts([], 100, seed=0)
-    assert len(set(many)) == 90 and len(many) == 100
-    colours = Counter(parse_prompt(p).colour for p in heldout_prompts([], 12, seed=4))
-    assert set(colours.values()) == {2}
-    assert heldout_prompts([], 0) == []
+    # 5 unseen combinations: each asked for twice, then two of them a third time.
+    counts = Counter(asked["prompt"])
+    assert set(counts) == unseen and sorted(counts.values()) == [2, 2, 2, 3, 3]
+    # More seen prompts than combinations: every combination once, then another round.
+    many = evaluation_prompts([], 0, 0, seed=0)
+    assert many.empty
+    everything = evaluation_prompts([p.text for p in all_demo_prompts()], 10, 100, seed=0)
+    assert everything["seen"].all() and len(everything) == 100  # no unseen combination left
+    assert everything["prompt"].nunique() == 90
+
+
+def test_wilson_interval_and_seen_groups():
+    low, high = wilson_interval(27, 30)
+    assert low == pytest.approx(0.7438, abs=1e-3) and high == pytest.approx(0.9654, abs=1e-3)
+    assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == 1.0
+    assert all(math.isnan(v) for v in wilson_interval(0, 0))
+    videos = [
+        render_frames(clip("red", "circle", "left")),
+        render_frames(clip("red", "square", "up")),
+    ]
+    table, _ = prompt_following(videos, ["a red circle moving left", "a blue square moving up"],
+                                seen=[False, True])  # fmt: skip
+    summary = summarize_following(table)
+    assert summary["unseen_colour_accuracy"] == 1.0 and summary["seen_colour_accuracy"] == 0.0
+    assert summary["unseen_samples"] == summary["seen_samples"] == 1.0
+    assert summary["colour_accuracy"] == 0.5 and summary["direction_accuracy"] == 1.0

@@ -142,3 +142,22 @@ def test_cached_dataset_returns_pixels_then_the_cached_posterior(tmp_path, vae):
     second = collate_cached([dataset[keys[1]]])  # another epoch: the same (epoch-0) window
     assert second["hit"].tolist() == [0] and "video" not in second
     assert torch.equal(second["mean"], encode_moments(vae, first["video"]).mean)
+
+
+def test_per_epoch_windows_encode_each_new_window_once(tmp_path, vae):
+    write_video(tmp_path / "a.mp4", gradient_frames(12, 24, 24))
+    table = pd.DataFrame({"path": [str(tmp_path / "a.mp4")], "num_frames": [12], "fps": [24.0]})
+    clips = ClipDataset(table, seed=3)
+    dataset = CachedClipDataset(clips, LatentCache(tmp_path / "cache"), "vae" * 8, False)
+    keys = [SampleKey(0, 5, 16, 16, 1, epoch) for epoch in range(8)]
+    windows = [tuple(clips.frame_indices(key)) for key in keys]
+    assert len(set(windows)) > 1  # epochs draw other windows of the 12 frames
+    seen = set()
+    for key, window in zip(keys, windows, strict=True):
+        batch = collate_cached([dataset[key]])
+        # A window met before is a hit; a new one is a miss carrying exactly its frames.
+        assert batch["hit"].tolist() == ([0] if window in seen else [])
+        if window not in seen:
+            assert torch.equal(batch["video"][0], clips[key]["video"])
+            store_misses(dataset.cache, batch, encode_moments(vae, batch["video"]))
+            seen.add(window)

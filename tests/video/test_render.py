@@ -1,3 +1,6 @@
+import itertools
+from collections import Counter
+
 import numpy as np
 import pytest
 
@@ -9,6 +12,7 @@ from opensora_kedro.video.render import (
     DIRECTIONS,
     SHAPES,
     ClipSpec,
+    is_held_out,
     plan_demo_clips,
     render_frames,
 )
@@ -60,6 +64,25 @@ def test_plan_is_deterministic_and_varied():
     assert {spec.colour for spec in plan} == set(COLOURS)
     assert {spec.direction for spec in videos} == set(DIRECTIONS)
     assert all(spec.direction == "static" for spec in plan if spec.num_frames == 1)
+
+
+def test_held_out_combinations_are_never_rendered_but_their_parts_are():
+    plan = plan_demo_clips(num_clips=180, num_images=4, sizes=[(64, 64)], fps_choices=[24],
+                           lengths=[1, 9, 17], seed=0, held_out_every=3)  # fmt: skip
+    rendered = {(spec.colour, spec.shape, spec.direction) for spec in plan}
+    every = set(itertools.product(COLOURS, SHAPES, DIRECTIONS))
+    held = {combo for combo in every if is_held_out(*combo, 3)}
+    assert len(held) == 30 and not rendered & held and rendered == every - held
+    # Every pair of parts still occurs, so each held-out combination is a new composition.
+    for first, second in itertools.combinations(range(3), 2):
+        assert {(c[first], c[second]) for c in rendered} == {(c[first], c[second]) for c in every}
+    counts = Counter(spec.colour for spec in plan)
+    assert max(counts.values()) - min(counts.values()) <= 2
+    # Nothing held out: the plan is the one every combination cycles through.
+    assert plan_demo_clips(30, 4, [(64, 64)], [24], [1, 9], 0) == plan_demo_clips(
+        30, 4, [(64, 64)], [24], [1, 9], 0, held_out_every=0
+    )
+    assert not any(is_held_out(*combo, 0) for combo in every)
 
 
 def test_caption_grammar():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -81,7 +82,9 @@ def _measure(frames: np.ndarray, prompt: str) -> dict[str, object]:
 
 
 def prompt_following(
-    videos: Sequence[np.ndarray | torch.Tensor], prompts: Sequence[str]
+    videos: Sequence[np.ndarray | torch.Tensor],
+    prompts: Sequence[str],
+    seen: Sequence[bool] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, float]]:
     """Measure colour and direction of each generated clip against its prompt.
 
@@ -89,6 +92,8 @@ def prompt_following(
         videos: one clip per prompt; uint8 ``[T, H, W, 3]`` or float ``[C, T, H, W]`` in
             ``[-1, 1]`` (see :func:`as_uint8_frames`).
         prompts: the prompts the clips were generated from.
+        seen: per prompt, whether its combination was trained on (adds a ``seen`` column and
+            the per-group figures of :func:`summarize_following`).
 
     Returns:
         ``(per_sample, summary)``: one row per clip with :data:`RESULT_COLUMNS`, and
@@ -100,6 +105,8 @@ def prompt_following(
         raise ValueError(f"{len(videos)} videos for {len(prompts)} prompts")
     rows = [_measure(as_uint8_frames(v), p) for v, p in zip(videos, prompts, strict=True)]
     table = pd.DataFrame(rows, columns=RESULT_COLUMNS)
+    if seen is not None:
+        table["seen"] = np.asarray(seen, dtype=bool)
     if not table["parsed"].all():
         logger.warning("%d prompt(s) outside the demo grammar are not scored: %s",
                        int((~table["parsed"]).sum()),
@@ -107,14 +114,45 @@ def prompt_following(
     return table, summarize_following(table)
 
 
+CHANCE = {"colour": 1 / len(COLOURS), "direction": 1 / len(DIRECTIONS)}
+
+
+def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a proportion (95% for ``z = 1.96``); NaNs for no trials."""
+    if trials == 0:
+        return float("nan"), float("nan")
+    p = successes / trials
+    centre = (p + z * z / (2 * trials)) / (1 + z * z / trials)
+    half = (
+        z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / (1 + z * z / trials)
+    )
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _accuracies(scored: pd.DataFrame, prefix: str = "") -> dict[str, float]:
+    summary: dict[str, float] = {}
+    for name in ("colour", "direction", "both"):
+        hits, trials = int(scored[f"{name}_ok"].sum()), len(scored)
+        low, high = wilson_interval(hits, trials)
+        summary[f"{prefix}{name}_accuracy"] = hits / trials if trials else float("nan")
+        summary[f"{prefix}{name}_ci_low"], summary[f"{prefix}{name}_ci_high"] = low, high
+    summary[f"{prefix}samples"] = float(len(scored))
+    return summary
+
+
 def summarize_following(table: pd.DataFrame) -> dict[str, float]:
-    """Accuracies over the parsed rows of a :func:`prompt_following` table."""
+    """Accuracies over the parsed rows of a :func:`prompt_following` table, with 95% Wilson
+    intervals (``*_ci_low`` / ``*_ci_high``); with a ``seen`` column also per group:
+    ``unseen_*`` (combinations no training caption describes) and ``seen_*``."""
     scored = table[table["parsed"]]
-    summary = {
-        f"{name}_accuracy": float(scored[f"{name}_ok"].mean()) if len(scored) else float("nan")
-        for name in ("colour", "direction", "both")
-    }
-    summary["samples"] = float(len(scored))
+    summary = _accuracies(scored)
+    if "seen" in table:
+        for group, rows in (
+            ("unseen_", scored[~scored["seen"]]),
+            ("seen_", scored[scored["seen"]]),
+        ):
+            summary.update(_accuracies(rows, group))
+    summary.update({f"chance_{name}": value for name, value in CHANCE.items()})
     logger.info("prompt following on %d clips: colour %.2f, direction %.2f, both %.2f",
                 len(scored), summary["colour_accuracy"], summary["direction_accuracy"],
                 summary["both_accuracy"])  # fmt: skip
@@ -152,32 +190,40 @@ def _pick(pool: list[DemoPrompt], counts: Counter) -> DemoPrompt:
     )
 
 
-def heldout_prompts(train_captions: Iterable[str], n: int, seed: int = 0) -> list[str]:
-    """``n`` demo prompts, preferring combinations no training caption describes.
-
-    Deterministic for a seed; colours and directions are balanced (greedily: each pick has the
-    least-used colour and direction available). Once the unseen combinations run out, seen
-    ones follow (logged), and after all of them the cycle starts again.
-    """
-    seen = {parsed for caption in train_captions if (parsed := parse_prompt(str(caption)))}
-    order = np.random.default_rng(seed).permutation(len(all_demo_prompts()))
-    shuffled = [all_demo_prompts()[i] for i in order]
-    unseen = [p for p in shuffled if p not in seen]
-    familiar = [p for p in shuffled if p in seen]
+def _balanced(combos: list[DemoPrompt], n: int) -> list[DemoPrompt]:
+    """``n`` picks from ``combos`` in rounds (each combination once per round), colours and
+    directions kept balanced greedily within each round."""
     counts: Counter = Counter()
     picked: list[DemoPrompt] = []
-    while len(picked) < n:
-        pool = unseen or familiar
-        if not pool:  # every combination used once: start another round
-            unseen = [p for p in shuffled if p not in seen]
-            familiar = [p for p in shuffled if p in seen]
-            continue
+    pool: list[DemoPrompt] = []
+    while combos and len(picked) < n:
+        if not pool:
+            pool = list(combos)
         choice = _pick(pool, counts)
         pool.remove(choice)
         counts.update([("colour", choice.colour), ("direction", choice.direction),
                        ("shape", choice.shape)])  # fmt: skip
         picked.append(choice)
-    reused = sum(p in seen for p in picked)
-    if reused:
-        logger.warning("%d of %d evaluation prompts describe a training combination", reused, n)
-    return [p.text for p in picked]
+    return picked
+
+
+def evaluation_prompts(
+    train_captions: Iterable[str], num_unseen: int, num_seen: int, seed: int = 0
+) -> pd.DataFrame:
+    """Demo prompts for the evaluation: ``num_unseen`` of combinations no training caption
+    describes, then ``num_seen`` of combinations it trained on -> columns ``prompt``, ``seen``.
+
+    Deterministic for a seed; within each group colours and directions are balanced and every
+    combination is used once before any is used again (so 60 unseen prompts over 30 unseen
+    combinations ask for each twice, with different seeds at generation). When there is no
+    unseen combination (the demo data held none out) the unseen group is empty, with a warning.
+    """
+    seen = {parsed for caption in train_captions if (parsed := parse_prompt(str(caption)))}
+    everything = all_demo_prompts()
+    shuffled = [everything[i] for i in np.random.default_rng(seed).permutation(len(everything))]
+    unseen = [p for p in shuffled if p not in seen]
+    if num_unseen and not unseen:
+        logger.warning("every demo combination occurs in the training captions: no unseen prompts")
+    rows = [(p.text, False) for p in _balanced(unseen, num_unseen)]
+    rows += [(p.text, True) for p in _balanced([p for p in shuffled if p in seen], num_seen)]
+    return pd.DataFrame(rows, columns=["prompt", "seen"])

@@ -64,6 +64,7 @@ class SamplingSettings:
     batch_size: int = 1
     cond_type: str = "t2v"
     motion_score: int | str | None = "4"
+    suffix_style: str = "opensora"  # or "training": the training captions' suffix form
     fps_save: int = 24
     patch_size: int = 2
     dtype: str = "bf16"
@@ -78,16 +79,16 @@ class SamplingSettings:
         """From an ``inference`` parameter group (after ``extends`` is resolved).
 
         Reads ``sampling_option.*``, ``seed`` (when ``sampling_option.seed`` is null),
-        ``batch_size``, ``cond_type``, ``motion_score``, ``fps_save``, ``dtype``,
-        ``use_t2i2v``, ``img_resolution`` and ``model.patch_size``.
+        ``batch_size``, ``cond_type``, ``motion_score``, ``suffix_style``, ``fps_save``,
+        ``dtype``, ``use_t2i2v``, ``img_resolution`` and ``model.patch_size``.
         """
         option = dict(params.get("sampling_option") or {})
         fields = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in option.items() if k in fields and k != "seed"}
         seed = option.get("seed")
         values["seed"] = int(params.get("seed", cls.seed) if seed is None else seed)
-        for key in ("batch_size", "cond_type", "motion_score", "fps_save", "dtype",
-                    "use_t2i2v", "img_resolution"):  # fmt: skip
+        for key in ("batch_size", "cond_type", "motion_score", "suffix_style", "fps_save",
+                    "dtype", "use_t2i2v", "img_resolution"):  # fmt: skip
             if key in params:
                 values[key] = params[key]
         values["patch_size"] = (params.get("model") or {}).get("patch_size", cls.patch_size)
@@ -154,8 +155,11 @@ class TextEncoders:
 
 
 def final_prompts(prompts: Sequence[str], settings: SamplingSettings) -> list[str]:
-    """The prompts as the model reads them: with Open-Sora's fps and motion-score suffix."""
-    return add_inference_suffix(list(prompts), settings.fps_save, settings.motion_score)
+    """The prompts as the model reads them: with the fps and motion-score suffix in
+    ``settings.suffix_style``."""
+    return add_inference_suffix(
+        list(prompts), settings.fps_save, settings.motion_score, settings.suffix_style
+    )
 
 
 # --------------------------------------------------------------------------- sampling

@@ -1,9 +1,13 @@
 """Tiny T5 and CLIP text encoders built offline, for the embedded default.
 
-The tokenizers are trained on the captions (a sentencepiece unigram model for T5, a byte-level
-BPE for CLIP), the models are random-initialised ``T5EncoderModel`` / ``CLIPTextModel`` from
-small configs, and everything is written with ``save_pretrained``: the embedder then loads
-them through the same ``from_pretrained`` path as the real checkpoints.
+The tokenizers are trained on the captions and keep every caption word whole (a sentencepiece
+word model with byte fallback for T5, a byte-level BPE with enough merges for CLIP), so a word
+is one token whatever its neighbours. The models are ``T5EncoderModel`` / ``CLIPTextModel`` from
+small configs: T5 random-initialised (its per-token states keep each word's identity), CLIP
+briefly fitted so that its pooled vector (the end-of-text token's state) tells which words the
+caption holds; random weights pool nearly the same vector for every caption. Everything is
+written with ``save_pretrained``: the embedder loads them through the same ``from_pretrained``
+path as the real checkpoints.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ class TinyEncoderConfig:
     vocab_size: int = 1000  # an upper bound: few captions give a smaller vocabulary
     max_positions: int = 77  # CLIP's position table
     seed: int = 0
+    pooled_fit_steps: int = 100  # full-batch steps that teach CLIP's pooled vector the words
 
 
 def _corpus(captions: Iterable[str]) -> list[str]:
@@ -59,10 +64,11 @@ def save_tiny_t5(captions: Iterable[str], folder: Path, config: TinyEncoderConfi
 
     model_file = io.BytesIO()
     # T5's ids: pad 0, eos 1, unk 2, no bos; num_threads=1 keeps training deterministic.
+    # A word model: each caption word is one piece; a word never seen falls back to its bytes.
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(_corpus(captions)), model_writer=model_file,
-        vocab_size=config.vocab_size, hard_vocab_limit=False, model_type="unigram",
-        pad_id=0, eos_id=1, unk_id=2, bos_id=-1, character_coverage=1.0,
+        vocab_size=config.vocab_size, hard_vocab_limit=False, model_type="word",
+        byte_fallback=True, pad_id=0, eos_id=1, unk_id=2, bos_id=-1, character_coverage=1.0,
         num_threads=1, minloglevel=2,
     )  # fmt: skip
     (folder / "spiece.model").write_bytes(model_file.getvalue())
@@ -170,7 +176,58 @@ def save_tiny_clip(captions: Iterable[str], folder: Path, config: TinyEncoderCon
     )  # fmt: skip
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        CLIPTextModel(model_config).save_pretrained(folder)
+        model = CLIPTextModel(model_config)
+        fit_pooled_to_words(
+            model, tokenizer, _corpus(captions), config.pooled_fit_steps, config.seed
+        )
+    model.save_pretrained(folder)
+
+
+def word_targets(ids: torch.Tensor, special: list[int], size: int, seed: int) -> torch.Tensor:
+    """A target vector per text: the idf-weighted sum of a fixed random direction per token id.
+
+    Words every text shares (articles, the fps/motion suffix) weigh little, words that tell
+    texts apart weigh much, so two texts differing in one such word get clearly different
+    targets. Scaled to norm ``sqrt(size)``, what a LayerNorm output has.
+    """
+    present = torch.zeros(len(ids), int(ids.max()) + 1)
+    present.scatter_(1, ids, 1.0)
+    present[:, [i for i in special if i < present.shape[1]]] = 0.0
+    idf = torch.log(len(ids) / present.sum(0).clamp(min=1.0))
+    directions = torch.randn(present.shape[1], size, generator=torch.Generator().manual_seed(seed))
+    targets = (present * idf) @ torch.nn.functional.normalize(directions, dim=1)
+    return torch.nn.functional.normalize(targets, dim=1) * size**0.5
+
+
+def fit_pooled_to_words(model, tokenizer, texts: list[str], steps: int, seed: int = 0) -> None:
+    """Fit ``model``'s pooled output to :func:`word_targets` of ``texts`` (mean squared error,
+    full batch, Adam): the pooled vector then says which words the text holds.
+
+    Nothing about colours or directions is told: the vector only learns to keep the words that
+    tell texts apart, as a CLIP trained on images keeps what the images show. One thread, so the
+    same captions give the same weights.
+    """
+    texts = sorted(set(texts))
+    if steps <= 0 or not texts:
+        return
+    # Causal attention: the pooled (first end-of-text) state never sees the padding after it.
+    ids = tokenizer(texts, padding="longest", truncation=True, return_tensors="pt").input_ids
+    special = [model.config.bos_token_id, model.config.eos_token_id]
+    targets = word_targets(ids, special, model.config.hidden_size, seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model.train()
+        for _ in range(steps):
+            loss = torch.nn.functional.mse_loss(model(input_ids=ids).pooler_output, targets)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    finally:
+        torch.set_num_threads(threads)
+        model.eval()
+    logger.info("fitted the tiny CLIP's pooled vector to the caption words (mse %.4f)", loss.item())
 
 
 BUILDERS = {"t5": save_tiny_t5, "clip": save_tiny_clip}

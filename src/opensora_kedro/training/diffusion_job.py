@@ -75,7 +75,8 @@ class DiffusionTask:
         dataset, sampler, collate = clip_batches(self.table, self.params, rank, world_size)
         if self.cache is None:
             return dataset, sampler, collate
-        return CachedClipDataset(dataset, self.cache, self.vae_id), sampler, collate_cached
+        fixed = self.params["dataset"]["latent_windows"] == "fixed"
+        return CachedClipDataset(dataset, self.cache, self.vae_id, fixed), sampler, collate_cached
 
     def _text(self, indices: list[int], device) -> tuple[torch.Tensor, torch.Tensor]:
         hashes = [self.hashes[i] for i in indices]

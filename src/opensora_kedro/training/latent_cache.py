@@ -12,8 +12,9 @@ stored, later reads skip both decoding and encoding.
 - Writes go to a rank-unique temporary file, then a hard link gives it its final name; a link
   never replaces a finished file, so ranks encoding the same clip cannot clash. A file that
   cannot be read, or whose checksum differs, is moved to ``corrupt/`` and re-encoded.
-- The temporal window is fixed per (clip, bucket): the epoch-0 window (:class:`CachedClipDataset`).
-  Open-Sora's pre-encoded latents are fixed too; otherwise every epoch would miss.
+- The temporal window is fixed per (clip, bucket), the epoch-0 window, as Open-Sora's
+  pre-encoded latents are; or, with ``fixed_windows=False``, drawn afresh every epoch as the
+  uncached dataset does: each new window is a miss encoded once, so short clips soon hit.
 """
 
 from __future__ import annotations
@@ -203,20 +204,24 @@ def _publish(temp: Path, file: Path) -> bool:
 class CachedClipDataset(Dataset):
     """A :class:`ClipDataset` that returns the cached posterior instead of pixels when it has
     one. Every item carries its ``latent_key``; a miss carries ``video`` for the trainer to
-    encode and :meth:`LatentCache.put`. Windows are the epoch-0 ones (see the module doc)."""
+    encode and :meth:`LatentCache.put`. Windows are the epoch-0 ones unless ``fixed_windows``
+    is off (see the module doc)."""
 
-    def __init__(self, clips: ClipDataset, cache: LatentCache, vae_id: str) -> None:
+    def __init__(
+        self, clips: ClipDataset, cache: LatentCache, vae_id: str, fixed_windows: bool = True
+    ) -> None:
         self.clips, self.cache, self.vae_id = clips, cache, vae_id
+        self.fixed_windows = fixed_windows
 
     def __len__(self) -> int:
         return len(self.clips)
 
     def set_epoch(self, epoch: int) -> None:
-        """Kept for the sampler protocol; cached windows do not depend on the epoch."""
+        """Kept for the sampler protocol; fixed windows do not depend on the epoch."""
         self.clips.set_epoch(epoch)
 
     def latent_key(self, key: SampleKey) -> LatentKey:
-        """The cache key of a (fixed-window) sample key."""
+        """The cache key of a sample key (its window's frames are part of it)."""
         path = os.path.abspath(self.clips.clip_path(key.index))
         stat = os.stat(path)
         return LatentKey(
@@ -235,7 +240,8 @@ class CachedClipDataset(Dataset):
         item (``video``...) with ``latent_key``."""
         if isinstance(key, str):
             key = SampleKey.parse(key)
-        key = dataclasses.replace(key, epoch=0)
+        if self.fixed_windows:
+            key = dataclasses.replace(key, epoch=0)
         latent_key = self.latent_key(key)
         moments = self.cache.get(latent_key)
         if moments is None:

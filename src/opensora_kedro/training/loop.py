@@ -64,6 +64,7 @@ class LoopSettings:
     optim: dict
     num_workers: int = 0
     compile: bool = False
+    use_cosine_scheduler: bool = False
 
     @classmethod
     def from_params(cls, params: dict, warmup_steps: int | None = None) -> LoopSettings:
@@ -156,7 +157,10 @@ class Trainer:
         optimizer = make_optimizer(
             [p for p in model.parameters() if p.requires_grad], settings.optim
         )
-        scheduler = WarmupLR(optimizer, warmup_steps=settings.warmup_steps)
+        scheduler = WarmupLR(
+            optimizer, warmup_steps=settings.warmup_steps,
+            total_steps=settings.max_steps if settings.use_cosine_scheduler else None,
+        )  # fmt: skip
         check_precision(settings.plugin, settings.dtype)
         # DDP over a single process only copies gradients around: one process trains bare.
         single = settings.plugin == "ddp" and self.world == 1

@@ -105,6 +105,34 @@ def render_frames(spec: ClipSpec) -> np.ndarray:
     return frames
 
 
+def is_held_out(colour: str, shape: str, direction: str, every: int) -> bool:
+    """Whether the demo never renders this (colour, shape, direction) combination.
+
+    With ``every = k`` one combination in ``k`` is held out: those whose palette indices sum to
+    a multiple of ``k``. Every colour, shape and direction, and every pair of them, still
+    occurs in the clips, so a held-out combination is a new composition of known parts: what
+    the evaluation asks for as "unseen". ``every = 0`` holds out nothing.
+    """
+    if every <= 0:
+        return False
+    total = list(COLOURS).index(colour) + SHAPES.index(shape) + list(DIRECTIONS).index(direction)
+    return total % every == 0
+
+
+def _combinations(held_out_every: int, moving: bool) -> list[tuple[str, str, str]]:
+    """The rendered combinations in a balanced cycle: colour, shape and direction advance
+    together (the order clip ``i`` had before any was held out), held-out ones skipped."""
+    colours, directions = list(COLOURS), list(DIRECTIONS)
+    count = len(colours) * len(SHAPES) * len(directions)
+    cycle = []
+    for index in range(count):
+        combo = (colours[index % len(colours)], SHAPES[(index // len(colours)) % len(SHAPES)],
+                 directions[index % len(directions)] if moving else "static")  # fmt: skip
+        if not is_held_out(*combo, held_out_every) and combo not in cycle:
+            cycle.append(combo)
+    return cycle
+
+
 def plan_demo_clips(
     num_clips: int,
     num_images: int,
@@ -112,15 +140,17 @@ def plan_demo_clips(
     fps_choices: list[float],
     lengths: list[int],
     seed: int,
+    held_out_every: int = 0,
 ) -> list[ClipSpec]:
     """Choose ``num_clips`` videos and ``num_images`` stills, deterministically by seed.
 
-    Colours, shapes and directions are cycled so every combination appears as
-    evenly as the count allows; sizes, fps and lengths are drawn at random, with
-    the first clips pinned to the extremes of ``lengths`` so both always occur.
+    Colours, shapes and directions are cycled so every rendered combination appears as
+    evenly as the count allows, skipping the combinations :func:`is_held_out` keeps for the
+    evaluation; sizes, fps and lengths are drawn at random, with the first clips pinned to the
+    extremes of ``lengths`` so both always occur.
     """
     rng = np.random.default_rng(seed)
-    colours, directions = list(COLOURS), list(DIRECTIONS)
+    cycles = {moving: _combinations(held_out_every, moving) for moving in (True, False)}
     specs = []
     for index in range(num_clips + num_images):
         is_image = index >= num_clips
@@ -136,13 +166,15 @@ def plan_demo_clips(
             num_frames = pinned.get(index, int(moving[int(rng.integers(len(moving)))]))
             fps = float(fps_choices[int(rng.integers(len(fps_choices)))])
             suffix = ".mp4"
+        # One frame cannot show motion, so its caption must not claim any.
+        cycle = cycles[num_frames > 1]
+        colour, shape, direction = cycle[index % len(cycle)]
         specs.append(
             ClipSpec(
                 name=f"demo_{index:04d}",
-                colour=colours[index % len(colours)],
-                shape=SHAPES[(index // len(colours)) % len(SHAPES)],
-                # One frame cannot show motion, so its caption must not claim any.
-                direction="static" if num_frames == 1 else directions[index % len(directions)],
+                colour=colour,
+                shape=shape,
+                direction=direction,
                 width=int(width),
                 height=int(height),
                 fps=fps,

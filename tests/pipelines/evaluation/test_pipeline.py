@@ -23,7 +23,13 @@ def test_evaluation_measures_loss_reconstruction_and_prompt_following(trained_ch
     root = trained_chain.root
     params = trained_chain.params(
         {
-            "evaluation": {"prompt_following": {"num_prompts": 3, "sampling": {"num_steps": 2}}},
+            "evaluation": {
+                "prompt_following": {
+                    "num_unseen_prompts": 2,
+                    "num_seen_prompts": 1,
+                    "sampling": {"num_steps": 2},
+                }
+            },
             "vae_training": {"eval": {"holdout_fraction": 0.3}},
         }  # fmt: skip
     )

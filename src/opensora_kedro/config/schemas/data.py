@@ -23,6 +23,11 @@ class DemoDataParams(Params):
     lengths: list[PositiveInt] = Field(min_length=1, description="frame-count choices")
     seed: int = Field(0, description="seed of the whole set")
     crf: Annotated[int, Field(ge=0, le=51)] = Field(20, description="H.264 quality (0 = lossless)")
+    held_out_every: NonNegativeInt = Field(
+        0,
+        description="never render 1 in k (colour, shape, direction) combinations, so the "
+        "evaluation can ask for unseen ones (0: render all)",
+    )
 
     def cross_checks(self, context):
         return [

@@ -33,6 +33,11 @@ class VideoDatasetParams(Params):
     latent_cache_dir: str = Field(
         "data/04_feature/latents", description="where cached_video_text keeps VAE posteriors"
     )
+    latent_windows: Literal["fixed", "per_epoch"] = Field(
+        "fixed",
+        description="cached_video_text: one temporal window per clip (Open-Sora's pre-encoded "
+        "latents), or a fresh window every epoch, each encoded once and cached",
+    )
     transform_name: Literal["resize_crop", "center"] = Field(
         "resize_crop", description="how a clip is fitted to its bucket's size"
     )
@@ -109,6 +114,9 @@ class DiffusionStageParams(Params):
     optim: OptimizerParams = Field(description="optimizer")
     warmup_steps: NonNegativeInt = Field(0, description="linear learning-rate warm-up steps")
     update_warmup_steps: bool = Field(True, description="count warm-up in optimizer updates")
+    use_cosine_scheduler: bool = Field(
+        False, description="after warm-up, decay the LR to 0 by a cosine over max_steps"
+    )
     grad_clip: Annotated[float, Field(gt=0)] | None = Field(1.0, description="max grad norm")
     accumulation_steps: PositiveInt = Field(1, description="micro-batches per optimizer update")
     ema_decay: Annotated[float, Field(gt=0, lt=1)] | None = Field(
@@ -150,6 +158,9 @@ class DiffusionStageParams(Params):
             )
         if self.condition_config is not None and sum(self.condition_config.values()) <= 0:
             issues.append((("condition_config",), self.condition_config, "weights must sum to > 0"))
+        if self.use_cosine_scheduler and (self.max_steps or 0) <= self.warmup_steps:
+            rule = "the cosine decays over max_steps: set max_steps above warmup_steps"
+            issues.append((("use_cosine_scheduler",), True, rule))
         world = context.get("world_size", 1)
         issues += plugin_issues(self.plugin, self.plugin_config, self.model.num_heads, world)
         return issues

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import Field
 
-from opensora_kedro.config.schemas.common import Params, PositiveInt
+from opensora_kedro.config.schemas.common import NonNegativeInt, Params, PositiveInt
 
 
 class EvalLossParams(Params):
@@ -17,10 +17,15 @@ class EvalLossParams(Params):
 
 
 class PromptFollowingParams(Params):
-    """Generated clips for held-out prompts of the demo grammar, measured from their pixels."""
+    """Generated clips for prompts of the demo grammar, measured from their pixels: prompts of
+    combinations no training caption describes (unseen) and of trained ones (seen)."""
 
-    num_prompts: PositiveInt = Field(30, description="prompts generated (one clip each)")
-    seed: int = Field(0, description="which held-out prompts are drawn")
+    num_unseen_prompts: NonNegativeInt = Field(
+        60, description="prompts of unseen combinations (each combination once per round)"
+    )
+    num_seen_prompts: NonNegativeInt = Field(30, description="prompts of trained combinations")
+    batch_size: PositiveInt = Field(16, description="clips generated together")
+    seed: int = Field(0, description="which prompts are drawn")
     frames_shown: PositiveInt = Field(4, description="frames per clip on the contact sheet")
     sampling: dict[str, Any] | None = Field(
         None, description="overrides of the inference preset's sampling_option"

@@ -55,7 +55,16 @@ class InferenceParams(Params):
     dtype: Dtype = Field("bf16", description="inference precision ('auto': from the hardware)")
     cond_type: InferenceCondType = Field("t2v", description="conditioning on reference frames")
     sampling_option: SamplingParams = Field(description="sampler settings")
-    motion_score: str | int = Field("4", description="motion score put into the prompt")
+    motion_score: str | int = Field(
+        "4",
+        description="motion score put into the prompt ('auto': the one most training captions "
+        "state, read from the training table)",
+    )
+    suffix_style: Literal["opensora", "training"] = Field(
+        "opensora",
+        description="prompt suffix form: Open-Sora's inference form ('24 FPS. 4 motion score.', "
+        "for its released weights) or the training captions' form ('24 FPS, 4 motion score.')",
+    )
     fps_save: PositiveInt = Field(24, description="frame rate of saved videos")
     model: MMDiTParams = Field(description="the diffusion model")
     ae: AutoencoderParams = Field(description="the video autoencoder")

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from opensora_kedro.config.schemas.common import Dtype, Params, PositiveInt
+from opensora_kedro.config.schemas.common import Dtype, NonNegativeInt, Params, PositiveInt
 
 Device = Annotated[str, Field(pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")]
 
@@ -32,6 +32,9 @@ class TinyEncoderParams(Params):
         1000, description="most tokenizer entries (few captions give fewer)"
     )
     seed: int = Field(0, description="seed of the random initial weights")
+    pooled_fit_steps: NonNegativeInt = Field(
+        100, description="steps fitting CLIP's pooled vector to the caption words (0: random)"
+    )
 
     def cross_checks(self, context: dict[str, Any]) -> list[tuple[tuple, Any, str]]:
         if self.hidden_size % self.num_heads:

@@ -21,6 +21,7 @@ def plan_clips(params: dict) -> list[ClipSpec]:
         fps_choices=params["fps"],
         lengths=params["lengths"],
         seed=params["seed"],
+        held_out_every=params.get("held_out_every", 0),
     )
 
 

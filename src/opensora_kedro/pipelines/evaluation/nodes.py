@@ -14,7 +14,8 @@ from PIL import Image
 from opensora_kedro.data.clip_batches import split_holdout
 from opensora_kedro.evaluation.diffusion_loss import bucket_losses, diffusion_eval_loss
 from opensora_kedro.evaluation.prompt_following import (
-    heldout_prompts,
+    CHANCE,
+    evaluation_prompts,
     prompt_following,
     result_label,
 )
@@ -27,6 +28,7 @@ from opensora_kedro.sampling.generate import (
     load_generation_models,
     load_mmdit,
 )
+from opensora_kedro.sampling.prompts import resolve_motion_score
 from opensora_kedro.text.cache import EmbeddingCache
 
 logger = logging.getLogger(__name__)
@@ -69,10 +71,15 @@ def evaluate_vae_reconstruction(vae_dir: str, table: pd.DataFrame, vae: dict) ->
     return metrics
 
 
-def _generation_params(inference: dict, model_dir: str, vae_dir: str, params: dict) -> dict:
-    """The inference preset, pointed at the evaluated models, with the evaluation's overrides."""
-    sampling = {**inference["sampling_option"], **(params["prompt_following"]["sampling"] or {})}
-    return {**inference, "sampling_option": sampling,
+def _generation_params(
+    inference: dict, model_dir: str, vae_dir: str, params: dict, table: pd.DataFrame
+) -> dict:
+    """The inference preset, pointed at the evaluated models, with the evaluation's overrides
+    (``motion_score: auto`` read from the training table)."""
+    options = params["prompt_following"]
+    sampling = {**inference["sampling_option"], **(options["sampling"] or {})}
+    return {**inference, "sampling_option": sampling, "batch_size": options["batch_size"],
+            "motion_score": resolve_motion_score(inference["motion_score"], table),
             "model": {**inference["model"], "from_pretrained": model_dir},
             "ae": {**inference["ae"], "from_pretrained": vae_dir}}  # fmt: skip
 
@@ -83,39 +90,67 @@ def evaluate_prompt_following(
     """Generate clips for prompts of the demo grammar the training captions lack, and measure
     their colour and motion direction from the pixels against the prompt."""
     options = params["prompt_following"]
-    prompts = heldout_prompts(table["text"], options["num_prompts"], options["seed"])
-    generation = _generation_params(inference, _trained(model_dir), vae_dir, params)
+    asked = evaluation_prompts(
+        table["text"], options["num_unseen_prompts"], options["num_seen_prompts"], options["seed"]
+    )
+    prompts = asked["prompt"].tolist()
+    generation = _generation_params(inference, _trained(model_dir), vae_dir, params, table)
     settings = SamplingSettings.from_params(generation)
     models = load_generation_models(generation)
     seeds = [settings.seed + i for i in range(len(prompts))]
     with torch.inference_mode():
         videos = generate(models.model, models.vae, models.encoders, prompts, settings, seeds)
-    results, summary = prompt_following(videos, prompts)
+    results, summary = prompt_following(videos, prompts, asked["seen"].tolist())
     labels = [result_label(row) for row in results.to_dict("records")]
     sheet = Image.fromarray(contact_sheet(videos, labels, frames_per_clip=options["frames_shown"]))
     return results, summary, sheet, animated_gif(videos, labels, fps=settings.fps_save / 3)
 
 
+# The headline figures the log line shows.
+LOGGED = ("diffusion_eval_loss", "vae_psnr", "unseen_colour_accuracy", "unseen_direction_accuracy",
+          "seen_colour_accuracy", "seen_direction_accuracy")  # fmt: skip
+
+
+def following_table(summary: dict[str, float]) -> pd.DataFrame:
+    """Prompt following per group (unseen combinations, seen ones, all) with 95% intervals
+    and chance levels: the report's headline table."""
+    rows = []
+    for group, prefix in (("unseen combinations", "unseen_"), ("seen combinations", "seen_"),
+                          ("all", "")):  # fmt: skip
+        if f"{prefix}samples" not in summary:
+            continue
+        row: dict[str, Any] = {"prompts": group, "n": int(summary[f"{prefix}samples"])}
+        for name in ("colour", "direction", "both"):
+            value = summary[f"{prefix}{name}_accuracy"]
+            low, high = summary[f"{prefix}{name}_ci_low"], summary[f"{prefix}{name}_ci_high"]
+            row[name] = f"{value:.0%} [{low:.0%}, {high:.0%}]" if row["n"] else "-"
+        rows.append(row)
+    chance = {"prompts": "chance", "n": None, "both": f"{np.prod(list(CHANCE.values())):.0%}"}
+    rows.append({**chance, **{name: f"{value:.0%}" for name, value in CHANCE.items()}})
+    return pd.DataFrame(rows, columns=["prompts", "n", "colour", "direction", "both"])
+
+
 def write_report(
     loss: dict[str, Any], vae: dict[str, float], following: dict[str, float],
-    following_table: pd.DataFrame,
+    results: pd.DataFrame,
 ) -> tuple[str, dict[str, dict[str, float]]]:  # fmt: skip
     """The Markdown report (08_reporting) and the headline metrics for MLflow."""
     headline = {
         "diffusion_eval_loss": loss["loss"],
         "vae_psnr": vae["psnr"],
         "vae_ssim": vae["ssim"],
-        "colour_accuracy": following["colour_accuracy"],
-        "direction_accuracy": following["direction_accuracy"],
-        "both_accuracy": following["both_accuracy"],
+        **{k: v for k, v in following.items() if not k.startswith("chance_")},
     }
-    shown = following_table.drop(columns=["parsed"], errors="ignore")
+    shown = results.drop(columns=["parsed"], errors="ignore")
     report = markdown_report(
-        {**headline, "prompt_following_samples": following["samples"],
+        {"diffusion_eval_loss": loss["loss"], "vae_psnr": vae["psnr"], "vae_ssim": vae["ssim"],
          "vae_clips": vae.get("clips", np.nan), "diffusion_eval_clips": loss["samples"]},
-        {"Diffusion loss per bucket (held-out clips)": pd.DataFrame(loss["table"]),
-         "Prompt following (held-out prompts)": shown},
+        {"Prompt following (accuracy [95% interval]; unseen: combinations no training "
+         "caption describes)": following_table(following),
+         "Diffusion loss per bucket (held-out clips)": pd.DataFrame(loss["table"]),
+         "Prompt following per clip": shown},
         title="Evaluation of the embedded default",
     )  # fmt: skip
-    logger.info("evaluation: %s", ", ".join(f"{k} {v:.3f}" for k, v in headline.items()))
+    shown = [k for k in LOGGED if k in headline]
+    logger.info("evaluation: %s", ", ".join(f"{k} {headline[k]:.3f}" for k in shown))
     return report, _metrics(headline, "eval_")

@@ -9,6 +9,7 @@ import mlflow
 import pandas as pd
 
 from opensora_kedro.sampling.inference_job import SAMPLE_COLUMNS, sample_plan
+from opensora_kedro.sampling.prompts import resolve_motion_score
 from opensora_kedro.training.launcher import JobSpec, launch
 
 logger = logging.getLogger(__name__)
@@ -33,6 +34,12 @@ def collect_prompts(params: dict) -> pd.DataFrame:
     if rows.empty:
         raise ValueError(f"no prompts in {params['prompt_csv']} between start and end index")
     return rows[["text", "ref"]]
+
+
+def settle_inference_params(params: dict, training_table: pd.DataFrame) -> dict:
+    """The inference parameters with ``motion_score: auto`` read from the training table (an
+    empty table when there is none)."""
+    return {**params, "motion_score": resolve_motion_score(params["motion_score"], training_table)}
 
 
 def generate_videos(

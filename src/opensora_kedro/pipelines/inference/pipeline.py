@@ -2,7 +2,7 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from .nodes import collect_prompts, generate_videos
+from .nodes import collect_prompts, generate_videos, settle_inference_params
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -11,8 +11,14 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(collect_prompts, "params:inference", "inference_prompts", name="collect_prompts"),
             Node(
+                settle_inference_params,
+                ["params:inference", "training_table_if_any"],
+                "inference_settings",
+                name="settle_inference_params",
+            ),
+            Node(
                 generate_videos,
-                ["inference_prompts", "params:inference", "params:launcher", "model_output_dir"],
+                ["inference_prompts", "inference_settings", "params:launcher", "model_output_dir"],
                 "inference_samples",
                 name="generate_videos",
             ),
