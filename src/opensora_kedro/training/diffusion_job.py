@@ -91,17 +91,19 @@ class DiffusionTask:
         return t5, clip
 
     def _latents(self, batch: dict) -> torch.Tensor:
-        """The batch's scaled latents, a fresh posterior sample per step (as Open-Sora trains):
-        encoded on the fly, or drawn from cached posteriors (misses encoded and stored)."""
+        """The batch's scaled latents, a fresh posterior sample per step (as Open-Sora trains)
+        or the posterior mean (``sample_posterior: false``, for a VAE whose decoder was trained
+        on means): encoded on the fly, or from cached posteriors (misses encoded and stored)."""
         self.vae.to(batch["index"].device)
+        sample = self.params["sample_posterior"]
         if self.cache is None:
             with torch.no_grad():
-                return self.vae.encode(batch["video"], sample=True)
+                return self.vae.encode(batch["video"], sample=sample)
         encoded = encode_moments(self.vae, batch["video"]) if "video" in batch else None
         if encoded is not None:
             store_misses(self.cache, batch, encoded)
         self._count(len(batch["hit"]), len(batch["miss"]))
-        return sample_latent(merge_moments(batch, encoded), self.vae.config, sample=True)
+        return sample_latent(merge_moments(batch, encoded), self.vae.config, sample=sample)
 
     def _count(self, hits: int, misses: int) -> None:
         counts = self.cache_counts

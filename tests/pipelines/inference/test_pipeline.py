@@ -5,6 +5,7 @@ import pytest
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
+from opensora_kedro.data.training_table import typical_motion_score
 from opensora_kedro.pipelines.inference import create_pipeline
 from opensora_kedro.pipelines.inference.nodes import collect_prompts
 from opensora_kedro.video.decode import read_frames
@@ -12,11 +13,12 @@ from opensora_kedro.video.decode import read_frames
 FAST = {"sampling_option": {"num_steps": 2}}
 
 
-def run_inference(chain, inference: dict, out_dir) -> pd.DataFrame:
+def run_inference(chain, inference: dict, out_dir, table=None) -> pd.DataFrame:
     params = chain.params({"inference": inference})["inference"]
     catalog = DataCatalog(
         {
             "params:inference": MemoryDataset(params),
+            "training_table_if_any": MemoryDataset(chain.table if table is None else table),
             "params:launcher": MemoryDataset({"type": "inprocess"}),
             "model_output_dir": MemoryDataset(str(out_dir)),
             "inference_samples": MemoryDataset(),
@@ -32,8 +34,15 @@ def test_a_prompt_becomes_a_video_and_its_prompt_file(trained_chain, tmp_path):
     frames = read_frames(row["video"])
     assert frames.shape == (9, 48, 80, 3)  # conf/local: 64px 16:9, 9 frames
     text = open(row["text"]).read()
-    assert text.startswith("a red circle moving left") and "motion score" in text.lower()
+    # conf/local prompts in the training captions' form, with their usual motion score.
+    score = typical_motion_score(trained_chain.table)
+    assert text == f"a red circle moving left 24 FPS, {score} motion score."
     assert str(tmp_path / "samples") in row["video"]
+
+
+def test_auto_motion_score_without_a_training_table_says_what_to_do(trained_chain, tmp_path):
+    with pytest.raises(ValueError, match="run data_processing first, or set a number"):
+        run_inference(trained_chain, {**FAST, "prompt": "a red circle"}, tmp_path, pd.DataFrame())
 
 
 def test_csv_prompts_with_samples_and_an_image_reference(trained_chain, tmp_path):

@@ -142,6 +142,11 @@ class DiffusionStageParams(Params):
         None, description="weights of the conditioning types drawn per sample (null: t2v)"
     )
     sigma_min: Annotated[float, Field(ge=0, lt=1)] = Field(1e-5, description="rectified-flow σ_min")
+    sample_posterior: bool = Field(
+        True,
+        description="train on a posterior sample of each latent (Open-Sora), or on its mean "
+        "(for a VAE trained on posterior means, whose posterior std the KL alone sets)",
+    )
     compile: bool = Field(False, description="torch.compile the model (GPU: ~1.7x a step)")
     eval: DiffusionEvalParams = Field(
         default_factory=DiffusionEvalParams, description="held-out evaluation"
