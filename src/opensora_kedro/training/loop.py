@@ -63,6 +63,7 @@ class LoopSettings:
     plugin_config: dict
     optim: dict
     num_workers: int = 0
+    prefetch_factor: int | None = None
     compile: bool = False
 
     @classmethod
@@ -317,6 +318,8 @@ class Trainer:
             # torch RNG when created, and a resumed run creates one more than a whole run.
             loader = DataLoader(self.dataset, batch_sampler=self.sampler, collate_fn=self.collate,
                                 num_workers=settings.num_workers,
+                                prefetch_factor=settings.prefetch_factor
+                                if settings.num_workers else None,
                                 generator=torch.Generator().manual_seed(settings.seed))  # fmt: skip
             for batch in loader:
                 with self._autocast():
