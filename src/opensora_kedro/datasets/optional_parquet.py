@@ -13,6 +13,8 @@ class OptionalParquetDataset(ParquetDataset):
     last time: Kedro forbids one dataset as both input and output of a node.
     """
 
+    loads_when_missing = True  # the run checks (hooks.py) do not require the file
+
     def load(self) -> pd.DataFrame:
         if not self._exists():
             return pd.DataFrame()

@@ -18,9 +18,10 @@ import logging
 
 import torch
 
+from opensora_kedro.config.schemas.common import plugin_needs_cuda
+
 logger = logging.getLogger(__name__)
 
-GPU_ONLY_PLUGINS = {"zero2", "hybrid"}
 BACKENDS = ("auto", "nccl", "gloo")
 _cpu_only = False  # set by use_backend("gloo")
 
@@ -73,11 +74,7 @@ def check_plugin(plugin: str, config: dict | None = None) -> None:
     On a CPU the hybrid plugin runs only as plain data parallelism (tp = sp = pp = 1,
     zero_stage 0); ZeRO and model parallelism need CUDA.
     """
-    if has_cuda() or plugin not in GPU_ONLY_PLUGINS:
-        return
-    config = config or {}
-    sizes = [config.get(key, 1) for key in ("tp_size", "sp_size", "pp_size")]
-    if plugin == "hybrid" and sizes == [1, 1, 1] and config.get("zero_stage", 2) == 0:
+    if has_cuda() or not plugin_needs_cuda(plugin, config):
         return
     raise RuntimeError(
         f"plugin '{plugin}' needs a CUDA GPU here (ColossalAI's ZeRO and model parallelism do "

@@ -48,6 +48,11 @@ class Params(BaseModel):
         """Files or folders this model names that the run reads (must exist): (path, value)."""
         return []
 
+    def output_paths(self) -> list[str]:
+        """Files or folders the run of this group writes outside the catalog (so a group
+        that reads them as inputs finds them made)."""
+        return []
+
     def _children(self) -> Iterator[tuple[tuple, Params]]:
         for name in type(self).model_fields:
             yield from nested_params(getattr(self, name), (name,))
@@ -228,6 +233,16 @@ def _sp_mode_issues(config: PluginConfigParams, num_heads: int | None) -> list[I
     return issues
 
 
+def plugin_needs_cuda(plugin: str | None, config: dict[str, Any] | None) -> bool:
+    """Whether ColossalAI needs CUDA for ``plugin``: ZeRO (zero2, hybrid with zero_stage > 0)
+    and model parallelism (hybrid with tp/sp/pp > 1) do not run on a CPU."""
+    if plugin not in ("zero2", "hybrid"):
+        return False
+    config = config or {}
+    sizes = [config.get(key, 1) for key in ("tp_size", "sp_size", "pp_size")]
+    return plugin == "zero2" or sizes != [1, 1, 1] or config.get("zero_stage", 2) != 0
+
+
 def plugin_issues(
     plugin: str | None, config: PluginConfigParams | None, num_heads: int | None, world_size: int
 ) -> list[tuple[tuple, Any, str]]:
@@ -236,18 +251,17 @@ def plugin_issues(
         return []
     issues = _sp_mode_issues(config, num_heads)
     group = config.tp_size * config.sp_size * config.pp_size
+    # reported at the largest of the three sizes: the one most likely to change
+    largest = max(("sp_size", "tp_size", "pp_size"), key=lambda name: getattr(config, name))
+    at = (("plugin_config", largest), getattr(config, largest))
     if plugin != "hybrid" and group > 1:
         issues.append((("plugin",), plugin, f"tp*sp*pp = {group} needs plugin 'hybrid'"))
     if group > world_size:
         issues.append(
-            (("plugin_config", "sp_size"), config.sp_size,
-             f"tp*sp*pp = {group} exceeds the {world_size} device(s) of the launcher")
-        )  # fmt: skip
+            (*at, f"tp*sp*pp = {group} exceeds the {world_size} device(s) of the launcher")
+        )
     elif world_size % group:
-        issues.append(
-            (("plugin_config", "sp_size"), config.sp_size,
-             f"tp*sp*pp = {group} must divide the world size {world_size}")
-        )  # fmt: skip
+        issues.append((*at, f"tp*sp*pp = {group} must divide the world size {world_size}"))
     if config.sp_size > 1 and not config.enable_sequence_parallelism:
         issues.append(
             (("plugin_config", "enable_sequence_parallelism"), False, "sp_size > 1 needs it true")

@@ -65,6 +65,11 @@ class TextEmbeddingParams(Params):
         # With build_if_missing a missing encoder folder is built, not an error.
         return [] if self.build_if_missing else super().all_input_paths()
 
+    def output_paths(self) -> list[str]:
+        if self.build_if_missing:
+            return [self.t5.from_pretrained, self.clip.from_pretrained]
+        return []
+
     def inert_fields(self) -> list[tuple[tuple, str]]:
         if self.build_if_missing or self.tiny == TinyEncoderParams():
             return []
