@@ -11,7 +11,7 @@ from kedro.framework.hooks import hook_impl
 from kedro.io import DataCatalog
 from kedro.pipeline import Pipeline
 
-from opensora_kedro.config.errors import PARAMS_ORIGIN, ConfigError
+from opensora_kedro.config.errors import PARAMS_ORIGIN, ConfigError, UserConfigError
 from opensora_kedro.config.hardware import detect_hardware
 from opensora_kedro.config.loader import ProjectConfigLoader
 from opensora_kedro.config.preflight import (
@@ -58,6 +58,19 @@ def _exists(dataset: Any) -> bool:
         return False
 
 
+def _problem(dataset: Any) -> str | None:
+    """What a dataset's own ``check()`` finds wrong with its content (e.g. a table whose
+    files are not at its root)."""
+    check = getattr(dataset, "check", None)
+    if not callable(check):
+        return None
+    try:
+        check()
+    except UserConfigError as error:
+        return "; ".join([error.header, *error.messages])
+    return None
+
+
 def _datasets(catalog: DataCatalog, names: set[str]) -> dict[str, Any]:
     found = {}
     for name in sorted(names):
@@ -92,7 +105,7 @@ def check_before_run(
     for name, dataset in _datasets(catalog, pipeline.inputs()).items():
         optional = bool(getattr(dataset, "loads_when_missing", False))
         exists = optional or _exists(dataset)
-        inputs.append(DatasetInput(name, _location(dataset), exists, optional))
+        inputs.append(DatasetInput(name, _location(dataset), exists, optional, _problem(dataset)))
     issues = dataset_issues(inputs, produced)
     issues += parameter_path_issues(resolved.models, groups, resolved.sources, produced, base_dir)
     issues += machine_issues(resolved.models, groups, detect_hardware(), resolved.sources)

@@ -34,6 +34,7 @@ class DatasetInput:
     location: str | None  # its file or folder, if it has one
     exists: bool
     loads_when_missing: bool = False  # an optional input (a previous output, a run folder)
+    problem: str | None = None  # what the dataset's own check found wrong with its content
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -47,13 +48,18 @@ def _produced(path: Path, produced: Iterable[Path]) -> bool:
 def dataset_issues(inputs: Iterable[DatasetInput], produced: Iterable[Path]) -> list[ConfigIssue]:
     """Catalog inputs whose file or folder is missing (and that no node of the run writes)."""
     produced = [p.resolve() for p in produced]
-    return [
+    issues = [
         ConfigIssue(("catalog", item.name), item.location,
                     "no such file or folder: the run loads it and no node of the run writes it")
         for item in inputs
         if item.location and not item.exists and not item.loads_when_missing
         and not _produced(Path(item.location).resolve(), produced)
     ]  # fmt: skip
+    return issues + [
+        ConfigIssue(("catalog", item.name), item.location, item.problem)
+        for item in inputs
+        if item.problem
+    ]
 
 
 def parameter_path_issues(
