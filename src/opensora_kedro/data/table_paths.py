@@ -8,6 +8,7 @@ joined when the table is loaded and taken off when it is saved.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -80,3 +81,16 @@ def check_files(paths: pd.Series, root: str | os.PathLike, table: str = "table")
                 "data_processing on the files that are there",
             ],
         )
+
+
+def table_fingerprint(table: pd.DataFrame) -> str:
+    """A content hash of a table of clips, the same wherever its folder lies: row order,
+    every column, and paths relative to their common folder."""
+    columns = sorted(map(str, table.columns))
+    content = table[columns].copy() if columns else table.copy()
+    if "path" in content.columns and len(content):
+        paths = content["path"].astype(str)
+        common = os.path.commonpath([os.path.dirname(p) or "." for p in paths])
+        content["path"] = [os.path.relpath(p, common) for p in paths]
+    hashes = pd.util.hash_pandas_object(content.astype(str), index=False).to_numpy()
+    return hashlib.sha256(hashes.tobytes() + ",".join(columns).encode()).hexdigest()

@@ -138,6 +138,9 @@ class DiffusionStageParams(Params):
     resume: bool = Field(
         True, description="continue from the run folder's latest checkpoint (false: start afresh)"
     )
+    force_resume: bool = Field(
+        False, description="resume even if the training table changed since the checkpoint"
+    )
 
     def cross_checks(self, context: dict[str, Any]) -> list[tuple[tuple, Any, str]]:
         issues = []

@@ -132,6 +132,9 @@ class VaeTrainingParams(Params):
     vae_loss_config: VaeLossParams = Field(description="loss weights")
     eval: VaeEvalParams = Field(default_factory=VaeEvalParams, description="held-out evaluation")
     resume: bool = Field(True, description="continue from the run folder's latest checkpoint")
+    force_resume: bool = Field(
+        False, description="resume even if the training table changed since the checkpoint"
+    )
     sample_posterior: bool = Field(
         True, description="train on posterior samples (Open-Sora) rather than its mean"
     )
