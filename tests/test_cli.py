@@ -90,3 +90,76 @@ def test_explain_names_the_file(kedro):
         "conf/base/parameters_diffusion_stage2.yml (inherited from diffusion_stage2)"
         in result.output
     )
+
+
+def test_run_with_an_unknown_env_names_the_envs_without_a_traceback(kedro):
+    result = kedro("run", "--env", "locl")
+    assert result.exit_code == 1
+    assert "unknown env 'locl'" in result.output and "envs: base, cluster, local" in result.output
+    assert "Traceback" not in result.output and "mlflow" not in result.output.lower()
+
+
+def test_the_traceback_is_kept_on_request(kedro, monkeypatch):
+    from opensora_kedro.config.errors import UnknownEnvError
+
+    with pytest.raises(UnknownEnvError):
+        kedro("run", "--env", "locl", "--verbose")
+    monkeypatch.setenv("OPENSORA_KEDRO_TRACEBACK", "1")
+    with pytest.raises(UnknownEnvError):
+        kedro("run", "--env", "locl")
+
+
+def test_run_checks_inputs_and_named_files_before_any_node(kedro, tmp_path):
+    # the cluster env names ./ckpts weights and reads a training table: neither is here
+    result = kedro("run", "--pipeline=diffusion_stage1", "--env=cluster",
+                   "--params", f"diffusion_stage1.model.from_pretrained={tmp_path}/none.st")  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert "problem(s) found before running in env 'cluster'" in result.output
+    assert "catalog.training_table" in result.output
+    assert (
+        "diffusion_stage1.ae.from_pretrained = './ckpts/hunyuan_vae.safetensors'" in result.output
+    )
+    assert (
+        "diffusion_stage1.model.from_pretrained" in result.output and "[--params]" in result.output
+    )
+    assert "Traceback" not in result.output
+
+
+def test_check_reports_a_missing_raw_folder(kedro):
+    result = kedro("config", "check", "--env", "cluster", "--pipeline", "data_processing")
+    assert result.exit_code == 1
+    assert "catalog.raw_videos = '/data/opensora/raw/videos': no such file or folder" in (
+        result.output
+    )
+
+
+def test_check_names_the_file_and_line_of_a_duplicate_key(kedro, tmp_path, monkeypatch):
+    conf = tmp_path / "conf"
+    (conf / "base").mkdir(parents=True)
+    (conf / "base" / "parameters.yml").write_text("demo_data:\n  seed: 1\n  seed: 2\n")
+    monkeypatch.setattr("kedro.framework.project.settings.CONF_SOURCE", str(conf))
+    result = kedro("config", "check", "--env", "base")
+    assert result.exit_code == 1
+    assert f"{conf}/base/parameters.yml, line 3, column 3: " in result.output
+    assert "found duplicate key seed" in result.output
+
+
+def test_run_fails_at_once_while_another_run_holds_the_project(kedro):
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from opensora_kedro.runlock import RunLock; "
+         "lock = RunLock(sys.argv[1]); lock.acquire('kedro run (test)'); print('held', flush=True); "
+         "time.sleep(120)", str(PROJECT_ROOT)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        result = kedro("run", "--pipeline=demo_data")
+        assert result.exit_code == 1
+        assert "another kedro run is using this project" in result.output
+        assert f"pid {holder.pid}" in result.output and "Traceback" not in result.output
+    finally:
+        holder.kill()
+        holder.wait()

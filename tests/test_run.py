@@ -87,6 +87,7 @@ def test_kedro_run_default_pipeline(project):
 
     table = pd.read_parquet(project / "data/05_model_input/training_table.parquet")
     assert len(table) == 184 and table["score_vmafmotion"].notna().all()
+    assert not any(Path(p).is_absolute() for p in table["path"])  # relative to the raw folder
     assert table["text"].str.contains(r" FPS, \d+ motion score\.$|^.* \d+ motion score\.$").all()
     report = pd.read_csv(project / "data/08_reporting/bucket_report.csv")
     assert report["samples"].sum() == 184
@@ -130,4 +131,4 @@ def test_invalid_params_fail_before_any_node_runs(project):
     output = result.stdout + result.stderr
     assert result.returncode != 0
     assert "demo_data.crf = 99" in output and "diffusion_stage1.optim.lr = 2" in output
-    assert "Running node" not in output
+    assert "Running node" not in output and "Traceback" not in output

@@ -1,18 +1,23 @@
-"""Project commands: ``kedro config show | diff | check | explain``."""
+"""Project commands: ``kedro run`` (Kedro's, with readable configuration errors) and
+``kedro config show | diff | check | explain``."""
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
 import yaml
+from kedro.framework.cli.project import run as kedro_run
 from kedro.framework.cli.utils import _split_params
 from kedro.framework.project import pipelines, settings
 
-from opensora_kedro.config.errors import ConfigError
+from opensora_kedro.config.errors import UserConfigError
 from opensora_kedro.config.inspect import diff_trees, explain_key, plain
 from opensora_kedro.config.loader import ProjectConfigLoader
 from opensora_kedro.config.resolve import ResolvedParameters
@@ -22,6 +27,54 @@ ENV = click.option(
 )
 PARAMS = click.option(
     "--params", default="", callback=_split_params, help="Overrides, as for kedro run: a.b=1,c=x."
+)
+
+
+TRACEBACK_ENV = "OPENSORA_KEDRO_TRACEBACK"
+
+
+def user_error(error: BaseException | None) -> UserConfigError | None:
+    """The configuration error behind ``error`` (itself, or a cause or context of it)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, UserConfigError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+@contextmanager
+def readable_errors(verbose: bool = False) -> Iterator[None]:
+    """Print a configuration error as its message list, without a traceback, and exit 1;
+    ``--verbose`` or ``OPENSORA_KEDRO_TRACEBACK=1`` keeps the full traceback."""
+    try:
+        yield
+    except Exception as error:
+        found = user_error(error)
+        if found is None or verbose or os.environ.get(TRACEBACK_ENV, "") not in ("", "0"):
+            raise
+        click.secho(str(found), fg="red", err=True)
+        click.secho(
+            f"(full traceback: --verbose or {TRACEBACK_ENV}=1)", fg="bright_black", err=True
+        )
+        sys.exit(1)
+
+
+def _run(verbose: bool, **kwargs) -> None:
+    with readable_errors(verbose):
+        kedro_run.callback(**kwargs)
+
+
+run = click.Command(
+    name="run",
+    callback=_run,
+    params=[
+        *kedro_run.params,
+        click.Option(["--verbose", "-v"], is_flag=True, help="Show tracebacks of config errors."),
+    ],
+    help=kedro_run.help,
+    short_help=kedro_run.short_help,
 )
 
 
@@ -38,11 +91,8 @@ def _loader(env: str | None, params: dict | None = None) -> ProjectConfigLoader:
 def _resolve(env: str | None, params: dict | None = None) -> ResolvedParameters:
     # The output shows every resolved value; log lines would only corrupt piped YAML.
     logging.getLogger("opensora_kedro.config").setLevel(logging.WARNING)
-    try:
+    with readable_errors():
         return _loader(env, params).resolved_parameters()
-    except ConfigError as error:
-        click.secho(str(error), fg="red", err=True)
-        sys.exit(1)
 
 
 def _groups_of(name: str, params: dict) -> list[str]:
@@ -60,6 +110,9 @@ def _groups_of(name: str, params: dict) -> list[str]:
 @click.group(name="opensora-kedro")
 def cli() -> None:
     """Project commands."""
+
+
+cli.add_command(run)
 
 
 @cli.group()
@@ -101,25 +154,62 @@ def diff(first: str, second: str, env: str | None, params: dict) -> None:
     click.echo("\n".join(lines) if lines else "no differences")
 
 
+def _catalog(loader: ProjectConfigLoader):
+    """The env's data catalog, built as a run builds it (without starting a session)."""
+    from kedro.config import MissingConfigException
+
+    try:
+        credentials = loader["credentials"]
+    except MissingConfigException:
+        credentials = {}
+    return settings.DATA_CATALOG_CLASS.from_config(loader["catalog"], credentials)
+
+
+def _check_env(name: str, pipeline: str | None, params: dict) -> str:
+    """Check one env (raises UserConfigError); ``pipeline`` also checks what running it
+    here needs: its inputs, the files its parameters name, this machine."""
+    from opensora_kedro.hooks import check_before_run
+
+    started = time.perf_counter()
+    loader = _loader(name, params)
+    resolved = loader.resolved_parameters()
+    checked = f"{len(resolved.params)} groups"
+    if pipeline is not None:
+        if pipeline not in pipelines:
+            raise click.BadParameter(f"no pipeline '{pipeline}'; pipelines: {', '.join(pipelines)}")
+        check_before_run(loader, pipelines[pipeline], _catalog(loader), Path.cwd())
+        checked += f"; inputs and machine for pipeline {pipeline}"
+    return f"{name}: ok ({checked}, {time.perf_counter() - started:.2f} s)"
+
+
 @config.command()
 @click.option("--env", "-e", "envs", multiple=True, help="Env to check (default: every env).")
-def check(envs: tuple[str, ...]) -> None:
-    """Validate the parameters of every env without running anything."""
+@click.option(
+    "--pipeline",
+    "-p",
+    default="__default__",
+    help="Pipeline whose inputs and machine needs are checked (default: __default__).",
+)
+@PARAMS
+def check(envs: tuple[str, ...], pipeline: str, params: dict) -> None:
+    """Validate the parameters of every env without running anything.
+
+    For the envs given with --env (default: the default run env) also check what running
+    --pipeline here needs: catalog inputs that no node produces exist, every file or folder a
+    parameter names as an input exists, and the launcher fits this machine's GPUs.
+    """
     conf = Path.cwd() / settings.CONF_SOURCE
     names = envs or sorted(
         p.name for p in conf.iterdir() if p.is_dir() and any(p.glob("parameters*"))
     )
+    run_envs = set(envs) or {settings.CONFIG_LOADER_ARGS.get("default_run_env", "local")}
     failed = False
     for name in names:
-        started = time.perf_counter()
         try:
-            resolved = _loader(name).resolved_parameters()
-        except ConfigError as error:
+            click.echo(_check_env(name, pipeline if name in run_envs else None, params))
+        except UserConfigError as error:
             failed = True
             click.secho(f"{name}: {error}", fg="red", err=True)
-            continue
-        elapsed = time.perf_counter() - started
-        click.echo(f"{name}: ok ({len(resolved.params)} groups, {elapsed:.2f} s)")
     sys.exit(1 if failed else 0)
 
 

@@ -4,6 +4,7 @@ import os
 import warnings
 
 from opensora_kedro.config.loader import ProjectConfigLoader
+from opensora_kedro.hooks import ProjectHooks
 
 # Telemetry would try the network, which a cluster node or CI machine may not have.
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
@@ -21,3 +22,6 @@ CONFIG_LOADER_ARGS = {
     "config_patterns": {"mlflow": ["mlflow*", "mlflow*/**"]},
 }
 DISABLE_HOOKS_FOR_PLUGINS = ("kedro-telemetry",)
+# One run per project at a time; inputs, parameter-named files and the machine are checked
+# before any node (or launched worker) starts.
+HOOKS = (ProjectHooks(),)

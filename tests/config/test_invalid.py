@@ -88,6 +88,63 @@ CASES = [
     ({S1: {"condition_config": {"t2v": 0, "i2v_head": 0}}}, "diffusion_stage1.condition_config", "sum to > 0"),
     ({S1: {"condition_config": {"t2v": -1}}}, "diffusion_stage1.condition_config.t2v", "greater than or equal to 0"),
     ({S1: {"condition_config": {"i2v_middle": 1}}}, "diffusion_stage1.condition_config", "i2v_head"),
+    # rules of nested schemas are applied wherever the schema is used (issue 15)
+    ({"data_processing": {"filter": {"min_frames": 50, "max_frames": 10}}},
+     "data_processing.filter.min_frames", "must not exceed max_frames"),  # fmt: skip
+    ({"data_processing": {"filter": {"min_motion": 5.0, "max_motion": 1.0}}},
+     "data_processing.filter.min_motion", "must not exceed max_motion"),  # fmt: skip
+    ({"text_embedding": {"tiny": {"hidden_size": 64, "num_heads": 3}}},
+     "text_embedding.tiny.num_heads", "must divide hidden_size"),  # fmt: skip
+    ({"inference_t2i2v_256px": {"img_flux": {"hidden_size": 100}}},
+     "inference_t2i2v_256px.img_flux.hidden_size", "num_heads * sum(axes_dim)"),  # fmt: skip
+    # launcher ranges and cross-field rules
+    ({"launcher": {"master_port": 70000}}, "launcher.master_port", "less than or equal to 65535"),
+    ({"launcher": {"master_port": 0}}, "launcher.master_port", "greater than or equal to 1"),
+    ({"launcher": {"nproc_per_node": 0}}, "launcher.nproc_per_node", "greater than 0"),
+    ({"launcher": {"nnodes": 0}}, "launcher.nnodes", "greater than 0"),
+    ({"launcher": {"type": "colossalai", "nnodes": 2, "node_rank": 2, "master_addr": "10.0.0.1"}},
+     "launcher.node_rank", "must be below nnodes"),  # fmt: skip
+    ({"launcher": {"type": "colossalai", "node_rank": 1}}, "launcher.node_rank", "must be below nnodes"),
+    ({"launcher": {"nproc_per_node": 2}}, "launcher.type", "inprocess runs one process"),
+    ({"launcher": {"type": "colossalai", "nnodes": 2}}, "launcher.master_addr", "every node must reach"),
+    ({"launcher": {"master_addr": ""}}, "launcher.master_addr", "at least 1 character"),
+    ({"launcher": {"rdzv_timeout_s": 0}}, "launcher.rdzv_timeout_s", "greater than 0"),
+    ({"launcher": {"backend": "mpi"}}, "launcher.backend", "'auto', 'nccl' or 'gloo'"),
+    # ColossalAI's effective defaults: no mode with sp on runs all_to_all, which splits heads
+    ({"diffusion_stage2": {"plugin": "hybrid", "plugin_config": {"sp_size": 4, "sequence_parallelism_mode": None,
+                                                                  "enable_sequence_parallelism": True}},
+      "launcher": {"type": "colossalai", "nproc_per_node": 4}, S1: {"model": {"num_heads": 2, "hidden_size": 64,
+                                                                                   "axes_dim": [8, 12, 12]}}},
+     "diffusion_stage2.plugin_config.sp_size", "all_to_all (ColossalAI's default) splits heads"),  # fmt: skip
+    ({"diffusion_stage2": {"plugin": "hybrid", "plugin_config": {"sp_size": 2, "sequence_parallelism_mode": "split_gather",
+                                                                  "enable_sequence_parallelism": True}},
+      "launcher": {"type": "colossalai", "nproc_per_node": 2}},
+     "diffusion_stage2.plugin_config.sequence_parallelism_mode", "needs tp_size > 1"),  # fmt: skip
+    ({"diffusion_stage2": {"plugin": "hybrid", "plugin_config": {"sp_size": 1, "sequence_parallelism_mode": "all_to_all",
+                                                                  "enable_sequence_parallelism": False}}},
+     "diffusion_stage2.plugin_config.sequence_parallelism_mode", "ignored while enable_sequence_parallelism"),  # fmt: skip
+    # _delete_ is a strict boolean
+    ({S1: {"bucket_config": {"_delete_": "false", "96px": {1: [1.0, 4]}}}},
+     "diffusion_stage1.bucket_config._delete_", "must be true or false"),  # fmt: skip
+    ({S1: {"bucket_config": {"_delete_": 1, "96px": {1: [1.0, 4]}}}},
+     "diffusion_stage1.bucket_config._delete_", "must be true or false"),  # fmt: skip
+    # precise keys for whole-dict rules (so the file or --params that set it is named)
+    ({"vae_training": {"model": {"config": {"latent_channel": 4}}}},
+     "vae_training.model.config.latent_channel", "did you mean 'latent_channels'"),  # fmt: skip
+    # inheritance cycles name each link with its own value
+    ({S1: {"extends": "diffusion_stage2"}, "diffusion_stage2": {"extends": S1}},
+     "diffusion_stage1.extends = 'diffusion_stage2'", "inheritance cycle"),  # fmt: skip
+    ({S1: {"extends": "diffusion_stage2"}, "diffusion_stage2": {"extends": S1}},
+     "diffusion_stage2.extends = 'diffusion_stage1'", "inheritance cycle"),  # fmt: skip
+    ({S1: {"extends": "diffusion_stage2"}, "diffusion_stage2": {"extends": S1}},
+     "diffusion_stage2_i2v.extends = 'diffusion_stage2'", "leads into"),  # fmt: skip
+    # removed keys that no code read
+    ({S1: {"update_warmup_steps": False}}, "diffusion_stage1.update_warmup_steps", "unknown key"),
+    ({"diffusion_stage2_i2v": {"grad_ckpt_buffer_size": 10}}, "diffusion_stage2_i2v.grad_ckpt_buffer_size", "unknown key"),
+    # inference
+    ({"inference": {"start_index": 5, "end_index": 2, "prompt_csv": "p.csv", "prompt": None}},
+     "inference.start_index", "must be below end_index"),  # fmt: skip
+    ({"inference": {"prompt_csv": "prompts.csv"}}, "inference.prompt_csv", "are both set"),
 ]  # fmt: skip
 
 

@@ -29,7 +29,7 @@ def test_stage1_equals_open_sora(base):
     assert stage["grad_ckpt_settings"] == (8, 100)
     assert (stage["plugin"], stage["plugin_config"]["reduce_bucket_size_in_m"]) == ("zero2", 128)
     assert (stage["ckpt_every"], stage["keep_n_latest"]) == (2000, 20)
-    assert stage["model"]["hidden_size"] == 3072 and stage["dataset"]["memory_efficient"] is False
+    assert stage["model"]["hidden_size"] == 3072
     assert stage["condition_config"] is None
 
 
@@ -74,7 +74,6 @@ def test_i2v_stages_equal_open_sora(base):
         1: (0.5, 38), **_frames(5, 33, (0.5, 10)), **_frames(37, 65, (0.5, 5)),
         **_frames(69, 97, (0.5, 3)), **_frames(101, 129, (0.5, 2)),
     }  # fmt: skip
-    assert stage2["grad_ckpt_buffer_size"] == 25 * 1024**3
     assert stage2["plugin_config"]["sp_size"] == 4
 
 
@@ -105,9 +104,9 @@ def test_sources_name_the_file_and_inheritance(local_layers):
 
 
 def test_parent_override_reaches_children_that_do_not_set_the_key():
-    params = {"diffusion_image": {"warmup_steps": 7, "optim": {"lr": 0.5}}}
+    params = {"diffusion_image": {"grad_clip": 0.7, "optim": {"lr": 0.5}}}
     resolved = resolve_parameters(project_layers("local", params), CPU).params
-    assert all(resolved[f"diffusion_{s}"]["warmup_steps"] == 7 for s in ("stage1", "stage2_i2v"))
+    assert all(resolved[f"diffusion_{s}"]["grad_clip"] == 0.7 for s in ("stage1", "stage2_i2v"))
     assert resolved["diffusion_image"]["optim"]["lr"] == 0.5
     assert resolved["diffusion_stage1"]["optim"]["lr"] == 1e-3  # the child sets its own
 
@@ -154,6 +153,69 @@ def test_a_group_level_delete_in_an_env_replaces_the_inherited_group():
     from opensora_kedro.config.resolve import _merge_layers
 
     merged, sources, raw, _ = _merge_layers(layers)
-    resolved, issues = resolve_inheritance(merged, raw, sources)
+    resolved, issues, _ = resolve_inheritance(merged, raw, sources)
     assert not issues
     assert resolved["b"] == {"x": {"k": 1}, "z": 1, "w": 3, "extends": "a"}  # b's own y is gone
+
+
+def test_a_params_key_inside_a_dict_from_a_file_is_attributed_to_params():
+    params = {"vae_training": {"model": {"config": {"latent_channel": 4}}}}
+    with pytest.raises(ConfigError) as error:
+        resolve_parameters(project_layers("local", params), CPU)
+    (issue,) = error.value.issues
+    assert issue.key == "vae_training.model.config.latent_channel" and issue.source == "--params"
+
+
+def test_a_params_value_replaces_its_alternative_from_a_file():
+    # conf/local sets inference.prompt; the README's --params prompt_csv must win, not vanish
+    layers = project_layers("local", {"inference": {"prompt_csv": "prompts.csv"}})
+    resolved = resolve_parameters(layers, CPU)
+    assert resolved.params["inference"]["prompt_csv"] == "prompts.csv"
+    assert resolved.params["inference"]["prompt"] is None
+    assert resolved.sources[("inference", "prompt")].startswith("--params (cleared by")
+    again = resolve_parameters(project_layers("local", {"inference": {"prompt": "a cat"}}), CPU)
+    assert again.params["inference"]["prompt"] == "a cat"
+
+
+def test_alternatives_both_given_with_params_are_an_error():
+    params = {"inference": {"prompt": "a cat", "prompt_csv": "prompts.csv"}}
+    with pytest.raises(ConfigError, match="are both set: set only one"):
+        resolve_parameters(project_layers("local", params), CPU)
+
+
+def test_a_params_value_the_code_would_ignore_is_an_error():
+    params = {"vae_training": {"model": {"from_pretrained": "weights.safetensors"}}}
+    with pytest.raises(ConfigError) as error:
+        resolve_parameters(project_layers("local", params), CPU)
+    (issue,) = error.value.issues
+    assert issue.key == "vae_training.model.from_pretrained" and issue.source == "--params"
+    assert "has no effect: from_scratch is true" in issue.rule
+    # the same value stated with from_scratch off is taken
+    params["vae_training"]["model"]["from_scratch"] = False
+    resolved = resolve_parameters(project_layers("local", params), CPU).params
+    assert resolved["vae_training"]["model"]["from_pretrained"] == "weights.safetensors"
+
+
+def test_a_string_delete_marker_does_not_delete():
+    layers = [
+        ("base.yml", {"diffusion_image": {"x": 1}}),
+        ("local.yml", {"diffusion_image": {"_delete_": "false", "y": 2}}),
+    ]
+    from opensora_kedro.config.resolve import _merge_layers
+
+    merged, _, _, issues = _merge_layers(layers)
+    assert merged["diffusion_image"] == {"x": 1, "y": 2}
+    assert [(i.key, i.value) for i in issues] == [("diffusion_image._delete_", "false")]
+
+
+def test_resume_can_be_switched_off_for_a_diffusion_stage(tmp_path):
+    import pandas as pd
+
+    from opensora_kedro.training.launcher import make_job_spec
+
+    params = {"diffusion_stage1": {"resume": False}}
+    resolved = resolve_parameters(project_layers("local", params), CPU).params
+    assert resolved["diffusion_stage1"]["resume"] is False
+    assert resolved["diffusion_stage2"]["resume"] is True  # a sibling keeps the default
+    spec = make_job_spec("m:f", resolved["diffusion_stage1"], str(tmp_path), pd.DataFrame())
+    assert spec.resume is False  # what the training loop reads to start afresh

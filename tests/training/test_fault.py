@@ -22,7 +22,11 @@ def _start(spec: JobSpec) -> subprocess.Popen:
     spec.job_dir.mkdir(parents=True, exist_ok=True)
     path = spec.job_dir / "spec.json"
     path.write_text(json.dumps(asdict(spec)))
-    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    # this checkout's code, not whichever copy the environment has installed
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT), str(PROJECT_ROOT / "src")]),
+    }
     command = [sys.executable, "-m", "opensora_kedro.training.worker", "--spec", str(path)]
     return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 

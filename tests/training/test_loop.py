@@ -80,3 +80,44 @@ def test_compile_compiles_the_model_in_place(tmp_path, monkeypatch):
     assert len(compiled) == 1 and result["update_steps"] == 2
     _run(tmp_path, "d", max_steps=2)
     assert len(compiled) == 1  # off by default
+
+
+def _trainer(tmp_path, fingerprint, **params):
+    from pathlib import Path
+
+    from opensora_kedro.training.loop import LoopSettings, Trainer
+    from opensora_kedro.training.tracking import MetricsLogger
+    from tests.training.toy_job import ToyTask
+
+    settings = LoopSettings.from_params({**PARAMS, **params})
+    trainer = Trainer(ToyTask({**PARAMS, **params}), settings, Path(tmp_path),
+                      MetricsLogger(None, None, "toy.", True))  # fmt: skip
+    trainer.data_fingerprint = fingerprint
+    return trainer
+
+
+def test_a_resume_on_a_changed_training_table_stops_and_says_how_to_go_on(tmp_path):
+    from opensora_kedro.training.distributed import process_group
+    from opensora_kedro.training.loop import TrainingDataChangedError
+
+    with process_group():
+        _trainer(tmp_path, "table-a", max_steps=2).fit()
+        assert _trainer(tmp_path, "table-a").resume()  # the same table resumes
+        with pytest.raises(TrainingDataChangedError) as error:
+            _trainer(tmp_path, "table-b").resume()
+        assert "resume=false" in str(error.value) and "force_resume=true" in str(error.value)
+        assert _trainer(tmp_path, "table-b").resume(force=True)
+
+
+def test_the_table_fingerprint_ignores_where_the_folder_lies_but_not_the_content():
+    import pandas as pd
+
+    from opensora_kedro.data.table_paths import table_fingerprint
+
+    def table(root, frames=9):
+        return pd.DataFrame({"path": [f"{root}/a.mp4", f"{root}/sub/b.mp4"],
+                             "num_frames": [frames, 17], "text": ["x", "y"]})  # fmt: skip
+
+    assert table_fingerprint(table("/data/v")) == table_fingerprint(table("/moved/elsewhere/v"))
+    assert table_fingerprint(table("/data/v")) != table_fingerprint(table("/data/v", frames=5))
+    assert table_fingerprint(table("/data/v")) != table_fingerprint(table("/data/v").iloc[::-1])

@@ -5,13 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from opensora_kedro.config.errors import ConfigIssue
-from opensora_kedro.config.merge import DELETE_MARKER, Sources, deep_merge
+from opensora_kedro.config.merge import Sources, deep_merge, replaces
 
 EXTENDS = "extends"
 
 
 def _chain(name: str, groups: dict[str, Any]) -> list[str] | ConfigIssue:
-    """Ancestors of ``name``, root first, or the issue that breaks the chain."""
+    """Ancestors of ``name``, root first, or the issue that breaks the chain.
+
+    A cycle is reported at the ``extends`` of the group where it closes, with that group's
+    own value; a group that only leads into a cycle says which cycle.
+    """
     chain = [name]
     while True:
         parent = groups[chain[-1]].get(EXTENDS)
@@ -26,14 +30,21 @@ def _chain(name: str, groups: dict[str, Any]) -> list[str] | ConfigIssue:
                 (chain[-1], EXTENDS), parent, "names a parameter group that does not exist"
             )
         if parent in chain:
-            cycle = " -> ".join([*chain, parent])
-            return ConfigIssue((name, EXTENDS), parent, f"inheritance cycle: {cycle}")
+            loop = [*chain[chain.index(parent) :], parent]
+            cycle = " -> ".join(loop)
+            if parent == name:
+                return ConfigIssue(
+                    (name, EXTENDS), groups[name][EXTENDS], f"inheritance cycle: {cycle}"
+                )
+            return ConfigIssue(
+                (name, EXTENDS), groups[name][EXTENDS], f"leads into the inheritance cycle {cycle}"
+            )
         chain.append(parent)
 
 
 def resolve_inheritance(
     params: dict[str, Any], raw_layers: list[tuple[str, dict, Sources]], sources: Sources
-) -> tuple[dict[str, Any], list[ConfigIssue]]:
+) -> tuple[dict[str, Any], list[ConfigIssue], set[str]]:
     """Resolve every group that ``extends`` another.
 
     A child is rebuilt as: its root ancestor, then each descendant's *own* values
@@ -41,16 +52,18 @@ def resolve_inheritance(
     own values of a group are what the env layers and ``--params`` said for it,
     which ``raw_layers`` keeps as ``(origin, tree, sources)`` in merge order; an
     override on a parent therefore reaches every child that does not set the key.
-    ``sources`` is updated so inherited values name the file that set them.
+    ``sources`` is updated so inherited values name the file that set them. Also returns
+    the groups whose chain is broken (their values are not validated: only noise would come).
     """
     groups = {name: value for name, value in params.items() if isinstance(value, dict)}
-    resolved, issues = dict(params), []
+    resolved, issues, broken = dict(params), [], set()
     for name in groups:
         if groups[name].get(EXTENDS) is None:
             continue
         chain = _chain(name, groups)
         if isinstance(chain, ConfigIssue):
             issues.append(chain)
+            broken.add(name)
             continue
         group_sources: Sources = {}
         merged: dict[str, Any] = {}
@@ -58,7 +71,7 @@ def resolve_inheritance(
             inherited = (dict(merged), dict(group_sources))
             for origin, layer, _ in raw_layers:
                 own = layer.get(ancestor)
-                if isinstance(own, dict) and own.get(DELETE_MARKER):
+                if replaces(own):
                     # This layer replaces the group's own values so far, not what it inherits.
                     merged, group_sources = dict(inherited[0]), dict(inherited[1])
                 if isinstance(own, dict):
@@ -69,4 +82,4 @@ def resolve_inheritance(
         for key in [key for key in sources if key and key[0] == name]:
             del sources[key]
         sources.update({(name, *path): origin for path, origin in group_sources.items()})
-    return resolved, issues
+    return resolved, issues, broken

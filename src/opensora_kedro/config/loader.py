@@ -3,13 +3,37 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import yaml
 from kedro.config import OmegaConfigLoader
 from omegaconf import OmegaConf
 
+from opensora_kedro.config.errors import ConfigFileError, UnknownEnvError
 from opensora_kedro.config.resolve import Layer, ResolvedParameters, resolve_parameters
+
+
+def known_envs(conf_source: str | os.PathLike) -> list[str]:
+    """The env folders under ``conf_source``."""
+    root = Path(conf_source)
+    return sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+
+
+def yaml_problem(path: Path) -> ConfigFileError | None:
+    """The first YAML problem of ``path`` (syntax, duplicate key...) with its 1-based line."""
+    try:
+        OmegaConf.load(path)  # the same parser Kedro reads the file with
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark
+        problem = " ".join(part for part in (error.context, error.problem) if part)
+        if error.context_mark is not None and error.context_mark is not mark:
+            problem += f" (the mapping starts at line {error.context_mark.line + 1})"
+        return ConfigFileError(str(path), mark.line + 1, mark.column + 1, problem)
+    except yaml.YAMLError as error:
+        return ConfigFileError(str(path), None, None, str(error))
+    return None
 
 
 class ProjectConfigLoader(OmegaConfigLoader):
@@ -21,6 +45,26 @@ class ProjectConfigLoader(OmegaConfigLoader):
     value remembers the file it came from for error messages and ``kedro config explain``.
     Each file is resolved on its own: interpolations must not reach into other files.
     """
+
+    def __init__(self, conf_source: str | os.PathLike, env: str | None = None, **kwargs) -> None:
+        super().__init__(conf_source=conf_source, env=env, **kwargs)
+        envs = known_envs(self.conf_source)
+        if env and Path(self.conf_source).is_dir() and env not in envs:
+            raise UnknownEnvError(env, str(self.conf_source), envs)
+
+    def _read_dir_configs(
+        self, conf_path: str, patterns: Iterable[str], key: str, *args, **kwargs
+    ) -> dict:
+        """Kedro's reading of a config folder; a YAML error names the file and its line."""
+        try:
+            return super()._read_dir_configs(conf_path, patterns, key, *args, **kwargs)
+        except yaml.YAMLError as error:
+            for path in sorted({p for pattern in patterns for p in Path(conf_path).glob(pattern)}):
+                if path.is_file() and path.suffix in (".yml", ".yaml", ".json"):
+                    problem = yaml_problem(path)
+                    if problem is not None:
+                        raise problem from error
+            raise
 
     def __getitem__(self, key: str) -> dict[str, Any]:
         if key == "parameters" and key not in self:

@@ -13,6 +13,26 @@ Path = tuple[str, ...]
 Sources = dict[Path, str]
 
 
+def replaces(value: Any) -> bool:
+    """Whether ``value`` is a dict marked to replace what it overrides (``_delete_: true``).
+
+    Only the boolean ``true`` counts; :func:`delete_marker_issues` reports any other value.
+    """
+    return isinstance(value, dict) and value.get(DELETE_MARKER) is True
+
+
+def delete_marker_issues(tree: Any, path: Path = ()) -> list[tuple[Path, Any]]:
+    """``(path, value)`` of every ``_delete_`` in ``tree`` that is not a YAML boolean."""
+    found: list[tuple[Path, Any]] = []
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            if key == DELETE_MARKER and not isinstance(value, bool):
+                found.append(((*path, DELETE_MARKER), value))
+            else:
+                found += delete_marker_issues(value, (*path, str(key)))
+    return found
+
+
 def strip_markers(tree: Any) -> Any:
     """A copy of ``tree`` without ``_delete_`` markers."""
     if isinstance(tree, dict):
@@ -37,7 +57,7 @@ def _drop_sources_under(sources: Sources, path: Path) -> None:
 def deep_merge(base: dict, override: dict, origin: str, sources: Sources, path: Path = ()) -> dict:
     """Merge ``override`` into a copy of ``base``; dicts merge key by key, anything else replaces.
 
-    A dict in ``override`` that holds ``_delete_: true`` replaces the dict in
+    A dict in ``override`` that holds ``_delete_: true`` (the boolean) replaces the dict in
     ``base`` wholesale. ``sources`` maps each key path to the ``origin`` that set it
     and is updated in place.
     """
@@ -46,7 +66,7 @@ def deep_merge(base: dict, override: dict, origin: str, sources: Sources, path: 
         if key == DELETE_MARKER:
             continue
         child = (*path, str(key))
-        replace = isinstance(value, dict) and bool(value.get(DELETE_MARKER))
+        replace = replaces(value)
         if isinstance(value, dict) and isinstance(merged.get(key), dict) and not replace:
             merged[key] = deep_merge(merged[key], value, origin, sources, child)
             sources.setdefault(child, origin)

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 from opensora_kedro.config.errors import ConfigIssue
 from opensora_kedro.config.merge import Path, Sources
 from opensora_kedro.config.schemas import GROUPS, schema_for
+from opensora_kedro.config.schemas.common import Params
 
 
 def source_of(sources: Sources, path: Path) -> str | None:
@@ -102,11 +103,17 @@ def _schema_issues(group: str, schema: type[BaseModel], value: dict, error: Vali
 
 
 def validate_groups(
-    params: dict[str, Any], sources: Sources, context: dict[str, Any]
-) -> tuple[dict[str, Any], list[ConfigIssue]]:
-    """Validate every top-level group; returns the normalised parameters and all issues."""
-    validated, issues = {}, []
+    params: dict[str, Any],
+    sources: Sources,
+    context: dict[str, Any],
+    skip: set[str] | frozenset[str] = frozenset(),
+) -> tuple[dict[str, Any], dict[str, Params], list[ConfigIssue]]:
+    """Validate every top-level group but those in ``skip``; returns the normalised
+    parameters, the validated models and all issues."""
+    validated, models, issues = {}, {}, []
     for group, value in params.items():
+        if group in skip:
+            continue
         schema = schema_for(group)
         close = suggest(group, list(GROUPS) + list(params))
         hint = f"; did you mean '{close}'?" if close else ""
@@ -133,7 +140,8 @@ def validate_groups(
             continue
         issues += [
             ConfigIssue((group, *map(str, path)), bad, rule)
-            for path, bad, rule in model.cross_checks(context)
+            for path, bad, rule in model.all_cross_checks(context)
         ]
         validated[group] = model.model_dump(mode="python")
-    return validated, issues
+        models[group] = model
+    return validated, models, issues

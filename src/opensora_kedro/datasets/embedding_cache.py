@@ -29,6 +29,8 @@ class EmbeddingCacheDataset(AbstractDataset[CacheUpdate, EmbeddingCache]):
         self._verify: Verify = verify
         self.metadata = metadata
 
+    loads_when_missing = True  # a missing cache reads as empty
+
     def load(self) -> EmbeddingCache:
         return EmbeddingCache.open(self._path, self._verify)
 

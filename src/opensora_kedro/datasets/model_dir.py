@@ -44,5 +44,10 @@ class ModelDirDataset(AbstractDataset[dict[str, Any], str]):
     def _exists(self) -> bool:
         return (self._path / WEIGHTS).is_file()
 
+    @property
+    def loads_when_missing(self) -> bool:
+        """An optional model loads as None when it was never trained."""
+        return self._optional
+
     def _describe(self) -> dict[str, Any]:
         return {"path": str(self._path)}

@@ -12,6 +12,8 @@ class RunDirectoryDataset(AbstractDataset[None, str]):
     """Loads the folder's path; the job writes into it (checkpoints it resumes from).
     Read-only from Kedro's side: nothing is saved through it."""
 
+    loads_when_missing = True  # made on load
+
     def __init__(self, path: str, metadata: dict[str, Any] | None = None) -> None:
         self._path = Path(path)
         self.metadata = metadata

@@ -73,11 +73,13 @@ def run(spec: JobSpec) -> dict[str, Any]:
     """Job entry: this rank's share of ``spec.inputs["plan"]``; rank 0 returns every row."""
     plan = pd.read_parquet(spec.inputs["plan"])
     me, world = rank(), world_size()
-    if spec.params.get("plugin"):
-        logger.warning(
-            "inference plugin %r: sequence-parallel sampling is not built; each of the %d "
-            "ranks generates whole videos", spec.params["plugin"], world
-        )  # fmt: skip
+    for key, config in (("plugin", "plugin_config"), ("plugin_ae", "plugin_config_ae")):
+        if spec.params.get(key):
+            logger.warning(
+                "inference %s %r (%s %s): sequence-parallel sampling is not built; each of "
+                "the %d ranks generates whole videos",
+                key, spec.params[key], config, spec.params.get(config), world,
+            )  # fmt: skip
     rows = generate_plan(plan.iloc[me::world], spec.params, spec.inputs["out_dir"])
     if world > 1:
         gathered: list[Any] = [None] * world

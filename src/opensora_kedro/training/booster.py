@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from opensora_kedro.config.schemas.common import effective_sp_mode
 from opensora_kedro.training.compat import check_plugin, pass_through_policy
 
 PRECISIONS = {"bf16": "bf16", "fp16": "fp16", "fp32": "fp32"}
@@ -32,7 +33,10 @@ def make_plugin(
 
         return HybridParallelPlugin(
             tp_size=config["tp_size"], pp_size=config["pp_size"], sp_size=config["sp_size"],
-            sequence_parallelism_mode=config.get("sequence_parallelism_mode"),
+            sequence_parallelism_mode=effective_sp_mode(
+                config.get("enable_sequence_parallelism", False),
+                config.get("sequence_parallelism_mode"),
+            ),
             enable_sequence_parallelism=config.get("enable_sequence_parallelism", False),
             zero_stage=config.get("zero_stage", 2), static_graph=config.get("static_graph", False),
             zero_bucket_size_in_m=config.get("reduce_bucket_size_in_m", 128),

@@ -6,7 +6,8 @@
   need a CUDA device: asked for on a CPU they fail here with a message, not deep inside
   ColossalAI. HybridParallelPlugin with tp = sp = pp = 1 and zero_stage 0 does run on a CPU,
   given a shardformer policy (``pass_through_policy`` for models without one).
-- The collective backend is gloo on a CPU, nccl on GPUs.
+- The collective backend is gloo on a CPU, nccl on GPUs (``launcher.backend: auto``);
+  ``gloo`` keeps a job on the CPU even where GPUs exist, ``nccl`` insists on GPUs.
 - Checkpoints never go through ``booster.load_optimizer`` (which calls the CPU accelerator's
   unsupported ``synchronize``): the project saves plain state dicts itself.
 """
@@ -17,14 +18,17 @@ import logging
 
 import torch
 
+from opensora_kedro.config.schemas.common import plugin_needs_cuda
+
 logger = logging.getLogger(__name__)
 
-GPU_ONLY_PLUGINS = {"zero2", "hybrid"}
+BACKENDS = ("auto", "nccl", "gloo")
+_cpu_only = False  # set by use_backend("gloo")
 
 
 def has_cuda() -> bool:
-    """Whether this process can train on a CUDA GPU."""
-    return torch.cuda.is_available()
+    """Whether this process trains on a CUDA GPU (never after ``use_backend("gloo")``)."""
+    return not _cpu_only and torch.cuda.is_available()
 
 
 def backend(requested: str = "auto") -> str:
@@ -32,6 +36,29 @@ def backend(requested: str = "auto") -> str:
     if requested != "auto":
         return requested
     return "nccl" if has_cuda() else "gloo"
+
+
+def use_backend(requested: str) -> None:
+    """Make this process (and ColossalAI's accelerator) use ``launcher.backend``.
+
+    ``auto`` leaves ColossalAI's choice (CUDA when present); ``gloo`` runs on the CPU;
+    ``nccl`` needs CUDA GPUs and fails here, clearly, on a machine without them.
+    """
+    global _cpu_only
+    if requested not in BACKENDS:
+        raise ValueError(f"launcher.backend must be one of {BACKENDS}, not {requested!r}")
+    if requested == "auto":
+        return
+    from colossalai.accelerator import set_accelerator
+
+    if requested == "nccl" and not torch.cuda.is_available():
+        raise RuntimeError(
+            "launcher.backend is nccl, which needs CUDA GPUs, and this machine has none; "
+            "set launcher.backend to auto or gloo"
+        )
+    _cpu_only = requested == "gloo"
+    set_accelerator("cuda" if requested == "nccl" else "cpu")
+    logger.info("launcher.backend %s: running on %s", requested, "CUDA" if not _cpu_only else "CPU")
 
 
 def check_precision(plugin: str, dtype: str) -> None:
@@ -47,11 +74,7 @@ def check_plugin(plugin: str, config: dict | None = None) -> None:
     On a CPU the hybrid plugin runs only as plain data parallelism (tp = sp = pp = 1,
     zero_stage 0); ZeRO and model parallelism need CUDA.
     """
-    if has_cuda() or plugin not in GPU_ONLY_PLUGINS:
-        return
-    config = config or {}
-    sizes = [config.get(key, 1) for key in ("tp_size", "sp_size", "pp_size")]
-    if plugin == "hybrid" and sizes == [1, 1, 1] and config.get("zero_stage", 2) == 0:
+    if has_cuda() or not plugin_needs_cuda(plugin, config):
         return
     raise RuntimeError(
         f"plugin '{plugin}' needs a CUDA GPU here (ColossalAI's ZeRO and model parallelism do "

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from opensora_kedro.data.clip_batches import clip_batches
+from opensora_kedro.files import weights_file
 from opensora_kedro.models.mmdit import build_mmdit
 from opensora_kedro.models.vae.loading import build_autoencoder, resolve_vae_source
 from opensora_kedro.text.cache import EmbeddingCache
@@ -52,15 +53,16 @@ class DiffusionTask:
             logger.info("latent cache %s (VAE %s)", self.cache.root, self.vae_id[:16])
 
     def build_model(self) -> nn.Module:
-        """The MMDiT, from the parent stage's weights when there are any."""
+        """The MMDiT, from ``model.from_pretrained`` when set (the explicit choice), else from
+        the parent stage's exported weights when there are any."""
         model = build_mmdit({**self.params["model"], "grad_ckpt_settings": self._ckpt_settings()})
-        parent = self.inputs.get("parent_model")
-        if parent:
+        start = self.params["model"]["from_pretrained"] or self.inputs.get("parent_model")
+        if start:
             from safetensors.torch import load_file
 
-            state = load_file(str(Path(parent) / "model.safetensors"))
+            state = load_file(str(weights_file(Path(start), "diffusion model")))
             result = model.load_state_dict(state, strict=self.params["model"]["strict_load"])
-            logger.info("started from %s (missing keys: %d)", parent, len(result.missing_keys))
+            logger.info("started from %s (missing keys: %d)", start, len(result.missing_keys))
         return model
 
     def _ckpt_settings(self) -> tuple[int, int] | None:

@@ -31,14 +31,18 @@ def world_size() -> int:
 
 
 @contextmanager
-def process_group() -> Iterator[None]:
+def process_group(backend: str = "auto") -> Iterator[None]:
     """Join the launched job's process group (torchrun's env vars), or make a one-process one.
 
     ColossalAI's Booster needs a process group even for one process; the group is torn
-    down on exit when this call created it.
+    down on exit when this call created it. ``backend`` is ``launcher.backend`` (see
+    :func:`~opensora_kedro.training.compat.use_backend`).
     """
     import colossalai
 
+    from opensora_kedro.training.compat import use_backend
+
+    use_backend(backend)
     if dist.is_initialized():
         yield
         return

@@ -39,6 +39,7 @@ class JobSpec:
     mlflow_tracking_uri: str | None = None
     mlflow_run_id: str | None = None
     resume: bool = True
+    backend: str = "auto"  # launcher.backend, applied on every worker
 
     @property
     def job_dir(self) -> Path:
@@ -69,7 +70,7 @@ def run_job(spec: JobSpec) -> dict[str, Any]:
 
     module, _, function = spec.entry.partition(":")
     entry = getattr(importlib.import_module(module), function)
-    with process_group():
+    with process_group(spec.backend):
         if rank() == 0:
             spec.job_dir.mkdir(parents=True, exist_ok=True)
             (spec.job_dir / READY_FILE).touch()
@@ -78,6 +79,7 @@ def run_job(spec: JobSpec) -> dict[str, Any]:
 
 def launch(spec: JobSpec, launcher: dict[str, Any]) -> dict[str, Any]:
     """Run the job as the ``launcher`` parameters say; returns rank 0's result dict."""
+    spec.backend = launcher.get("backend", "auto")
     if launcher["type"] == "inprocess":
         return run_job(spec)
     return _launch_workers(spec, launcher)

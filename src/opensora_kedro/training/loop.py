@@ -10,12 +10,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import pandas as pd
 import torch
 from colossalai.accelerator import get_accelerator
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from opensora_kedro.config.errors import UserConfigError
+from opensora_kedro.data.table_paths import table_fingerprint
 from opensora_kedro.training import rng
 from opensora_kedro.training.booster import clips_inside_plugin, make_plugin
 from opensora_kedro.training.checkpoint import CheckpointManager
@@ -63,6 +66,7 @@ class LoopSettings:
     plugin_config: dict
     optim: dict
     num_workers: int = 0
+    prefetch_factor: int | None = None
     compile: bool = False
     use_cosine_scheduler: bool = False
 
@@ -186,6 +190,7 @@ class Trainer:
             Path(output_dir) / "checkpoints", settings.keep_n_latest
         )
         self.running = Running()
+        self.data_fingerprint: str | None = None  # of the training table (see resume)
 
     @property
     def module(self) -> nn.Module:
@@ -209,16 +214,24 @@ class Trainer:
         }
         if self.ema is not None:
             parts["ema"] = ema_state_dict(self.ema)
+        if self.data_fingerprint is not None:
+            parts["data"] = {"table_fingerprint": self.data_fingerprint}
         if self.rank != 0:
             return None
         return self.checkpoints.save(self.running.update_step, parts)
 
-    def resume(self) -> bool:
-        """Continue from the latest complete checkpoint, if there is one."""
+    def resume(self, force: bool = False) -> bool:
+        """Continue from the latest complete checkpoint, if there is one.
+
+        Raises:
+            TrainingDataChangedError: the training table differs from the checkpoint's (its
+                data position would point into another table), unless ``force``.
+        """
         latest = self.checkpoints.latest()
         if latest is None:
             return False
         state = self.checkpoints.load(latest)
+        self._check_data(latest, state.get("data", {}).get("table_fingerprint"), force)
         _unwrap(self.model).load_state_dict(state["model"])
         if hasattr(self.model, "update_master_params"):  # ZeRO keeps fp32 masters apart
             self.model.update_master_params()
@@ -237,6 +250,16 @@ class Trainer:
         self._apply_configured_optimizer()
         logger.info("resumed from %s (update step %d)", latest, self.running.update_step)
         return True
+
+    def _check_data(self, checkpoint: Path, saved: str | None, force: bool) -> None:
+        current = self.data_fingerprint
+        if saved is None or current is None or saved == current:
+            return
+        if force:
+            logger.warning("resuming %s although the training table changed (force_resume)",
+                           checkpoint)  # fmt: skip
+            return
+        raise TrainingDataChangedError(checkpoint, saved, current)
 
     def _apply_configured_optimizer(self) -> None:
         """A resumed run uses the configured lr (as Open-Sora resets lr and eps on load)."""
@@ -321,6 +344,8 @@ class Trainer:
             # torch RNG when created, and a resumed run creates one more than a whole run.
             loader = DataLoader(self.dataset, batch_sampler=self.sampler, collate_fn=self.collate,
                                 num_workers=settings.num_workers,
+                                prefetch_factor=settings.prefetch_factor
+                                if settings.num_workers else None,
                                 generator=torch.Generator().manual_seed(settings.seed))  # fmt: skip
             for batch in loader:
                 with self._autocast():
@@ -357,6 +382,22 @@ class Trainer:
         )
 
 
+class TrainingDataChangedError(UserConfigError):
+    """A resume would continue on another training table than the checkpoint's."""
+
+    def __init__(self, checkpoint: Path, saved: str, current: str) -> None:
+        super().__init__(
+            "the training table changed since the checkpoint this run would resume from",
+            [
+                f"{checkpoint}: table {saved[:12]}, now {current[:12]}; its sampler position "
+                "and epoch would point into a different table",
+                "start afresh: --params <group>.resume=false (earlier checkpoints are moved "
+                "aside, not deleted)",
+                "or continue anyway: --params <group>.force_resume=true",
+            ],
+        )
+
+
 def train_and_export(
     task: TrainTask, settings: LoopSettings, spec: Any, metrics_prefix: str, policy: Any = None
 ) -> dict:
@@ -369,8 +410,11 @@ def train_and_export(
         spec.mlflow_tracking_uri, spec.mlflow_run_id, metrics_prefix, rank() == 0
     )
     trainer = Trainer(task, settings, Path(spec.output_dir), metrics, policy)
+    table = spec.inputs.get("training_table")
+    if table:
+        trainer.data_fingerprint = table_fingerprint(pd.read_parquet(table))
     if spec.resume:
-        trainer.resume()
+        trainer.resume(force=spec.params.get("force_resume", False))
     else:
         trainer.discard_checkpoints()
     result = trainer.fit()

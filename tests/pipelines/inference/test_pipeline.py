@@ -73,3 +73,9 @@ def test_t2i2v_runs_end_to_end_in_env_local(trained_chain, tmp_path):
 def test_without_prompts_the_error_says_how_to_give_them():
     with pytest.raises(ValueError, match="inference.prompt"):
         collect_prompts({"prompt": None, "prompt_csv": None})
+
+
+def test_a_prompt_and_a_prompt_csv_together_are_refused():
+    # never one silently dropped (issue 15): the config layer keeps the --params one
+    with pytest.raises(ValueError, match="both set"):
+        collect_prompts({"prompt": "a cat", "prompt_csv": "prompts.csv"})

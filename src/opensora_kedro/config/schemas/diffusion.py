@@ -45,7 +45,6 @@ class VideoDatasetParams(Params):
         24, description="frames above this rate are strided down (null: never)"
     )
     vmaf: bool = Field(True, description="append the motion score to training captions")
-    memory_efficient: bool = Field(False, description="stream the table instead of loading it")
 
 
 class MMDiTParams(Params):
@@ -80,6 +79,9 @@ class MMDiTParams(Params):
             return [(("hidden_size",), self.hidden_size, rule)]
         return []
 
+    def input_paths(self) -> list[tuple[tuple, str]]:
+        return [(("from_pretrained",), self.from_pretrained)] if self.from_pretrained else []
+
 
 class DiffusionEvalParams(Params):
     """Clips kept out of a stage's training, for the ``evaluation`` pipeline's loss."""
@@ -101,9 +103,6 @@ class DiffusionStageParams(Params):
     grad_ckpt_settings: tuple[NonNegativeInt, NonNegativeInt] | None = Field(
         None, description="checkpoint the first a double and b single blocks"
     )
-    grad_ckpt_buffer_size: NonNegativeInt | None = Field(
-        None, description="pinned CPU bytes for offloading checkpointed activations"
-    )
     dropout_ratio: dict[Literal["t5", "clip"], Probability] = Field(
         description="probability of replacing each encoder's caption with the empty one"
     )
@@ -113,7 +112,6 @@ class DiffusionStageParams(Params):
     clip: TextEncoderParams = Field(description="CLIP text encoder")
     optim: OptimizerParams = Field(description="optimizer")
     warmup_steps: NonNegativeInt = Field(0, description="linear learning-rate warm-up steps")
-    update_warmup_steps: bool = Field(True, description="count warm-up in optimizer updates")
     use_cosine_scheduler: bool = Field(
         False, description="after warm-up, decay the LR to 0 by a cosine over max_steps"
     )
@@ -131,7 +129,6 @@ class DiffusionStageParams(Params):
     )
     num_workers: NonNegativeInt = Field(12, description="data-loader worker processes")
     prefetch_factor: PositiveInt | None = Field(2, description="batches prefetched per worker")
-    num_bucket_build_workers: PositiveInt = Field(64, description="processes building buckets")
     seed: int = Field(42, description="seed of sampling, noise and initialisation")
     epochs: PositiveInt = Field(1000, description="passes over the data")
     max_steps: PositiveInt | None = Field(None, description="stop after this many updates")
@@ -151,12 +148,15 @@ class DiffusionStageParams(Params):
     eval: DiffusionEvalParams = Field(
         default_factory=DiffusionEvalParams, description="held-out evaluation"
     )
+    resume: bool = Field(
+        True, description="continue from the run folder's latest checkpoint (false: start afresh)"
+    )
+    force_resume: bool = Field(
+        False, description="resume even if the training table changed since the checkpoint"
+    )
 
     def cross_checks(self, context: dict[str, Any]) -> list[tuple[tuple, Any, str]]:
-        issues = [
-            (("model", *path), value, rule)
-            for path, value, rule in self.model.cross_checks(context)
-        ]
+        issues = []
         if self.is_causal_vae:
             issues += bucket_frame_issues(
                 self.bucket_config, "a causal VAE needs 4k+1 frames", lambda t: (t - 1) % 4 == 0
@@ -169,3 +169,9 @@ class DiffusionStageParams(Params):
         world = context.get("world_size", 1)
         issues += plugin_issues(self.plugin, self.plugin_config, self.model.num_heads, world)
         return issues
+
+    def all_input_paths(self) -> list[tuple[tuple, str]]:
+        # Training reads captions from the embedding cache: t5 / clip name the encoders
+        # that made it (for the record) and are not loaded by the stage.
+        return [(path, value) for path, value in super().all_input_paths()
+                if path[0] not in ("t5", "clip")]  # fmt: skip

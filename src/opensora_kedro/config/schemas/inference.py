@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -82,15 +82,11 @@ class InferenceParams(Params):
     prompt_csv: str | None = Field(None, description="CSV of prompts (columns text, optional ref)")
     ref: str | None = Field(None, description="reference image or video for i2v/v2v")
     num_samples: PositiveInt = Field(1, description="videos per prompt")
-    offload_model: bool = Field(False, description="keep idle models on the CPU")
     start_index: NonNegativeInt | None = Field(None, description="first prompt of the CSV")
     end_index: NonNegativeInt | None = Field(None, description="prompt after the last one")
 
     def cross_checks(self, context: dict[str, Any]) -> list[tuple[tuple, Any, str]]:
-        issues = [
-            (("model", *path), value, rule)
-            for path, value, rule in self.model.cross_checks(context)
-        ]
+        issues = []
         frames = self.sampling_option.num_frames
         if self.sampling_option.is_causal_vae and (frames - 1) % 4:
             issues.append(
@@ -107,4 +103,41 @@ class InferenceParams(Params):
         ]
         if self.use_t2i2v and self.img_flux is None:
             issues.append((("img_flux",), None, "t2i2v needs the image model"))
+        if self.start_index is not None and self.end_index is not None:
+            if self.start_index >= self.end_index:
+                issues.append((("start_index",), self.start_index,
+                               f"must be below end_index ({self.end_index})"))  # fmt: skip
         return issues
+
+    # At most one of each pair may be set: a --params value replaces the other one set in a
+    # file (the explicit choice wins); both set at the same level is an error.
+    ALTERNATIVES: ClassVar[tuple[tuple[str, str], ...]] = (("prompt", "prompt_csv"),)
+
+    def inert_fields(self) -> list[tuple[tuple, str]]:
+        found = []
+        if self.ref and self.cond_type == "t2v":
+            found.append((("ref",), "cond_type t2v uses no reference"))
+        elif self.ref and self.prompt_csv and not self.prompt:
+            found.append((("ref",), "ref goes with prompt; prompt_csv rows have a ref column"))
+        if not self.prompt_csv:
+            found += [
+                ((name,), "only prompt_csv rows are indexed; prompt_csv is not set")
+                for name in ("start_index", "end_index")
+                if getattr(self, name) is not None
+            ]
+        if not self.use_t2i2v:
+            found += [((name,), "use_t2i2v is false")
+                      for name in ("img_flux", "img_flux_ae", "img_resolution")
+                      if getattr(self, name) is not None]  # fmt: skip
+        return found
+
+    def input_paths(self) -> list[tuple[tuple, str]]:
+        named = [(("prompt_csv",), self.prompt_csv)]
+        if self.cond_type != "t2v" and self.prompt:
+            named.append((("ref",), self.ref))
+        return [(path, value) for path, value in named if value]
+
+    def all_input_paths(self) -> list[tuple[tuple, str]]:
+        if self.use_t2i2v:
+            return super().all_input_paths()
+        return [(p, v) for p, v in super().all_input_paths() if p[0] not in ("img_flux",)]

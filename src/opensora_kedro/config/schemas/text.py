@@ -21,6 +21,9 @@ class EmbeddingEncoderParams(Params):
     local_files_only: bool = Field(True, description="never download; load only local files")
     cache_dir: str | None = Field(None, description="Hugging Face cache folder for downloads")
 
+    def input_paths(self) -> list[tuple[tuple, str]]:
+        return [(("from_pretrained",), self.from_pretrained)] if self.local_files_only else []
+
 
 class TinyEncoderParams(Params):
     """Sizes of the tiny encoders built when ``build_if_missing`` is on (the embedded default)."""
@@ -61,7 +64,16 @@ class TextEmbeddingParams(Params):
     )
     progress: bool = Field(True, description="show a progress bar while embedding")
 
-    def cross_checks(self, context: dict[str, Any]) -> list[tuple[tuple, Any, str]]:
-        return [
-            (("tiny", *path), value, rule) for path, value, rule in self.tiny.cross_checks(context)
-        ]
+    def all_input_paths(self) -> list[tuple[tuple, str]]:
+        # With build_if_missing a missing encoder folder is built, not an error.
+        return [] if self.build_if_missing else super().all_input_paths()
+
+    def output_paths(self) -> list[str]:
+        if self.build_if_missing:
+            return [self.t5.from_pretrained, self.clip.from_pretrained]
+        return []
+
+    def inert_fields(self) -> list[tuple[tuple, str]]:
+        if self.build_if_missing or self.tiny == TinyEncoderParams():
+            return []
+        return [(("tiny",), "build_if_missing is false: no tiny encoder is built")]

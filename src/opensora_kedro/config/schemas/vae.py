@@ -28,7 +28,6 @@ class VaeModelParams(Params):
     type: Literal["hunyuan_vae", "tiny_vae", "dc_ae", "tiny_dc_ae"] = Field(
         description="registered VAE (models/vae/registry.py)"
     )
-    model_name: str | None = Field(None, description="Open-Sora's name of the configuration")
     from_scratch: bool = Field(True, description="initialise randomly, ignoring from_pretrained")
     from_pretrained: str | None = Field(None, description="safetensors weights to start from")
     config: dict[str, Any] = Field(
@@ -36,12 +35,34 @@ class VaeModelParams(Params):
     )
 
     def cross_checks(self, context: dict[str, Any]) -> list[tuple[tuple, Any, str]]:
+        import dataclasses
+
+        from opensora_kedro.config.validate import suggest
         from opensora_kedro.models.vae.registry import vae_config
 
+        known = [f.name for f in dataclasses.fields(vae_config(self.type))]
+        unknown = [name for name in self.config if name not in known]
+        if unknown:  # each at its own key, so the file (or --params) that set it is named
+            return [
+                (("config", name), self.config[name],
+                 f"unknown config field for VAE type {self.type!r}"
+                 + (f"; did you mean '{close}'?" if (close := suggest(name, known)) else ""))
+                for name in unknown
+            ]  # fmt: skip
         try:
             vae_config(self.type, **self.config)
         except (ValueError, TypeError) as error:
             return [(("config",), self.config, str(error))]
+        return []
+
+    def inert_fields(self) -> list[tuple[tuple, str]]:
+        if self.from_scratch and self.from_pretrained:
+            return [(("from_pretrained",), "from_scratch is true: no weights are loaded")]
+        return []
+
+    def input_paths(self) -> list[tuple[tuple, str]]:
+        if self.from_pretrained and not self.from_scratch:
+            return [(("from_pretrained",), self.from_pretrained)]
         return []
 
     @property
@@ -85,7 +106,6 @@ class VaeTrainingParams(Params):
     model: VaeModelParams = Field(description="the autoencoder")
     dataset: VideoDatasetParams = Field(description="training data")
     bucket_config: BucketConfig = Field(description="{resolution: {num_frames: [prob, batch]}}")
-    num_bucket_build_workers: PositiveInt = Field(64, description="processes building buckets")
     num_workers: NonNegativeInt = Field(12, description="data-loader worker processes")
     prefetch_factor: PositiveInt | None = Field(2, description="batches prefetched per worker")
     optim: OptimizerParams = Field(description="optimizer")
@@ -109,16 +129,18 @@ class VaeTrainingParams(Params):
     ckpt_every: PositiveInt = Field(3000, description="steps between checkpoints")
     keep_n_latest: PositiveInt = Field(50, description="checkpoints kept on disk")
     ema_decay: Annotated[float, Field(gt=0, lt=1)] | None = Field(0.99, description="EMA decay")
-    update_warmup_steps: bool = Field(True, description="count warm-up in optimizer updates")
     vae_loss_config: VaeLossParams = Field(description="loss weights")
     eval: VaeEvalParams = Field(default_factory=VaeEvalParams, description="held-out evaluation")
     resume: bool = Field(True, description="continue from the run folder's latest checkpoint")
+    force_resume: bool = Field(
+        False, description="resume even if the training table changed since the checkpoint"
+    )
     sample_posterior: bool = Field(
         True, description="train on posterior samples (Open-Sora) rather than its mean"
     )
 
     def cross_checks(self, context: dict[str, Any]) -> list[tuple[tuple, Any, str]]:
-        issues = [(("model", *p), v, r) for p, v, r in self.model.cross_checks(context)]
+        issues = []
         if self.model.is_causal:
             issues += bucket_frame_issues(
                 self.bucket_config, "a causal VAE needs 4k+1 frames", lambda t: (t - 1) % 4 == 0

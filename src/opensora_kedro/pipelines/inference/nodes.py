@@ -17,7 +17,13 @@ logger = logging.getLogger(__name__)
 
 def collect_prompts(params: dict) -> pd.DataFrame:
     """The prompts to generate: ``prompt`` (with ``ref``), or the rows ``start_index`` to
-    ``end_index`` of ``prompt_csv`` (column ``text``, optional ``ref``)."""
+    ``end_index`` of ``prompt_csv`` (column ``text``, optional ``ref``). Never both: the
+    config layer keeps the one given with --params, and anything else is refused here."""
+    if params.get("prompt") and params.get("prompt_csv"):
+        raise ValueError(
+            f"inference.prompt ({params['prompt']!r}) and inference.prompt_csv "
+            f"({params['prompt_csv']!r}) are both set: set only one"
+        )
     if params.get("prompt"):
         return pd.DataFrame({"text": [params["prompt"]], "ref": [params.get("ref")]})
     if not params.get("prompt_csv"):

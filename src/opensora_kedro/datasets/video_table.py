@@ -1,0 +1,67 @@
+"""A parquet table of media files whose paths are stored relative to the dataset root."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow.parquet as pq
+from kedro_datasets.pandas import ParquetDataset
+
+from opensora_kedro.data.table_paths import check_files, to_absolute, to_relative
+
+
+class VideoTableDataset(ParquetDataset):
+    """``video_meta`` / ``training_table`` and friends: ``path`` is stored relative to
+    ``root`` (the raw video folder) and comes back absolute, joined to ``root``.
+
+    Args:
+        filepath: the parquet file.
+        root: the folder the table's files are in (relative to the project, as the raw
+            videos' catalog entry names it).
+        check_files: on load, fail naming ``root`` when files of the table are missing
+            there (off for tables of earlier results, whose files may be gone).
+        optional: load an empty table when the file does not exist yet.
+    """
+
+    def __init__(
+        self,
+        filepath: str,
+        root: str,
+        check_files: bool = True,
+        optional: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(filepath=filepath, **kwargs)
+        self._root = Path(root)
+        self._check = check_files
+        self.loads_when_missing = optional
+
+    def load(self) -> pd.DataFrame:
+        if self.loads_when_missing and not self._exists():
+            return pd.DataFrame()
+        table = super().load()
+        if "path" not in table.columns:
+            return table
+        table["path"] = to_absolute(table["path"], self._root)
+        if self._check:
+            check_files(table["path"], self._root, str(self._filepath))
+        return table
+
+    def save(self, data: pd.DataFrame) -> None:
+        if "path" in data.columns:
+            data = data.assign(path=to_relative(data["path"], self._root, str(self._filepath)))
+        super().save(data)
+
+    def check(self) -> None:
+        """What loading would check, reading only the ``path`` column (run checks)."""
+        if not self._check or not self._exists():
+            return
+        if "path" not in pq.read_schema(str(self._filepath)).names:
+            return
+        stored = pd.read_parquet(str(self._filepath), columns=["path"])
+        check_files(to_absolute(stored["path"], self._root), self._root, str(self._filepath))
+
+    def _describe(self) -> dict[str, Any]:
+        return {**super()._describe(), "root": str(self._root)}

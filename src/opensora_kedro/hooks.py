@@ -1,0 +1,157 @@
+"""Project hooks: one run per project at a time, and checks before any node or worker starts."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from kedro.framework.hooks import hook_impl
+from kedro.io import DataCatalog
+from kedro.pipeline import Pipeline
+
+from opensora_kedro.config.errors import PARAMS_ORIGIN, ConfigError, UserConfigError
+from opensora_kedro.config.hardware import detect_hardware
+from opensora_kedro.config.loader import ProjectConfigLoader
+from opensora_kedro.config.preflight import (
+    DatasetInput,
+    dataset_issues,
+    machine_issues,
+    parameter_path_issues,
+)
+from opensora_kedro.files import resolve_path
+from opensora_kedro.runlock import RunLock
+
+logger = logging.getLogger(__name__)
+
+
+def pipeline_groups(pipeline: Pipeline, params: dict[str, Any]) -> list[str]:
+    """The parameter groups the pipeline's nodes read (every group for ``parameters``)."""
+    inputs = pipeline.inputs() | {i for node in pipeline.nodes for i in node.inputs}
+    if "parameters" in inputs:
+        return sorted(params)
+    return sorted(
+        {
+            name.removeprefix("params:").split(".")[0]
+            for name in inputs
+            if name.startswith("params:")
+        }
+    )
+
+
+def _location(dataset: Any) -> str | None:
+    try:
+        described = dataset._describe()
+    except Exception:  # a dataset that cannot describe itself has nothing to check
+        return None
+    for key in ("filepath", "path"):
+        if described.get(key):
+            return str(described[key])
+    return None
+
+
+def _exists(dataset: Any) -> bool:
+    try:
+        return bool(dataset.exists())
+    except Exception:
+        return False
+
+
+def _problem(dataset: Any) -> str | None:
+    """What a dataset's own ``check()`` finds wrong with its content (e.g. a table whose
+    files are not at its root)."""
+    check = getattr(dataset, "check", None)
+    if not callable(check):
+        return None
+    try:
+        check()
+    except UserConfigError as error:
+        return "; ".join([error.header, *error.messages])
+    return None
+
+
+def _datasets(catalog: DataCatalog, names: set[str]) -> dict[str, Any]:
+    found = {}
+    for name in sorted(names):
+        if name == "parameters" or name.startswith("params:"):
+            continue
+        try:
+            found[name] = catalog.get(name)
+        except Exception:  # not in the catalog: a MemoryDataset made at run time
+            continue
+    return {name: dataset for name, dataset in found.items() if dataset is not None}
+
+
+def check_before_run(
+    loader: ProjectConfigLoader, pipeline: Pipeline, catalog: DataCatalog, base_dir: Path
+) -> None:
+    """Raise :class:`ConfigError` listing every input of the run that is missing and every
+    setting this machine cannot run, before any node or worker starts."""
+    resolved = loader.resolved_parameters()
+    groups = pipeline_groups(pipeline, resolved.params)
+    produced = [
+        Path(location)
+        for dataset in _datasets(catalog, pipeline.all_outputs()).values()
+        if (location := _location(dataset))
+    ]
+    produced += [
+        resolve_path(path, base_dir)
+        for group in groups
+        if group in resolved.models
+        for path in resolved.models[group].output_paths()
+    ]
+    inputs = []
+    for name, dataset in _datasets(catalog, pipeline.inputs()).items():
+        optional = bool(getattr(dataset, "loads_when_missing", False))
+        exists = optional or _exists(dataset)
+        inputs.append(DatasetInput(name, _location(dataset), exists, optional, _problem(dataset)))
+    issues = dataset_issues(inputs, produced)
+    issues += parameter_path_issues(resolved.models, groups, resolved.sources, produced, base_dir)
+    issues += machine_issues(resolved.models, groups, detect_hardware(), resolved.sources)
+    unread = sorted({key[0] for key, origin in resolved.sources.items()
+                     if origin == PARAMS_ORIGIN and key and key[0] not in groups})  # fmt: skip
+    for group in unread:
+        logger.warning("--params sets %s, which no node of this run reads", group)
+    if issues:
+        raise ConfigError(issues, loader.run_env, what="problem(s) found before running")
+
+
+class ProjectHooks:
+    """Takes the project's run lock and checks the run's inputs and machine first."""
+
+    def __init__(self) -> None:
+        self._loader: ProjectConfigLoader | None = None
+        self._lock: RunLock | None = None
+
+    @hook_impl
+    def after_context_created(self, context) -> None:
+        self._loader = context.config_loader
+        self._project = Path(context.project_path)
+
+    @hook_impl(tryfirst=True)  # before plugins (kedro-mlflow) start anything
+    def before_pipeline_run(
+        self, run_params: dict[str, Any], pipeline: Pipeline, catalog: DataCatalog
+    ) -> None:
+        project = Path(run_params.get("project_path") or getattr(self, "_project", Path.cwd()))
+        self._lock = RunLock(project)
+        self._lock.acquire(" ".join(["kedro", *sys.argv[1:]]))
+        try:
+            if isinstance(self._loader, ProjectConfigLoader):
+                check_before_run(self._loader, pipeline, catalog, project)
+        except BaseException:
+            self._release()
+            raise
+
+    @hook_impl
+    def after_pipeline_run(self) -> None:
+        self._release()
+
+    @hook_impl
+    def on_pipeline_error(self) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
