@@ -50,12 +50,15 @@ def test_evaluation_measures_loss_reconstruction_and_prompt_following(trained_ch
     assert (loss["loss"] > 0).all()
     following = out["prompt_following"].load()
     assert len(following) == 3 and following["parsed"].all()
+    assert following["seen"].tolist() == [False, False, True]
     assert not set(following["prompt"]) & set(trained_chain.table["text"])
     metrics = out["evaluation_metrics"].load()
-    for name in ("eval_colour_accuracy", "eval_direction_accuracy"):
+    for name in ("eval_colour_accuracy", "eval_direction_accuracy",
+                 "eval_unseen_colour_accuracy", "eval_seen_direction_accuracy"):  # fmt: skip
         assert 0.0 <= metrics[name]["value"] <= 1.0
     assert metrics["eval_diffusion_eval_loss"]["value"] > 0
     report = out["evaluation_report"].load()
-    assert "colour_accuracy" in report and "Diffusion loss per bucket" in report
+    assert "| unseen combinations | 2 |" in report and "| chance |" in report
+    assert "Diffusion loss per bucket" in report
     assert out["prompt_following_gif"].load()[:6] == b"GIF89a"
     assert out["prompt_following_sheet"].load().size[0] > 100
