@@ -84,6 +84,21 @@ class DiffusionEvalParams(Params):
     )
 
 
+class ProbeParams(Params):
+    """The batch-size probe (``kedro opensora probe-batch-sizes``): largest batch per bucket."""
+
+    memory_fraction: Annotated[float, Field(gt=0, le=1)] = Field(
+        0.9, description="share of the device's memory a training step may use"
+    )
+    max_batch: PositiveInt = Field(1024, description="largest batch tried for any bucket")
+    steps_per_trial: PositiveInt = Field(
+        2, description="training steps per tried batch (the 2nd holds the optimizer state)"
+    )
+    output_dir: str = Field(
+        "data/08_reporting/batch_probe", description="where the bucket_config and report go"
+    )
+
+
 class DiffusionStageParams(Params):
     """One diffusion training stage; a stage states only what differs from the one it extends."""
 
@@ -137,6 +152,9 @@ class DiffusionStageParams(Params):
     compile: bool = Field(False, description="torch.compile the model (GPU: ~1.7x a step)")
     eval: DiffusionEvalParams = Field(
         default_factory=DiffusionEvalParams, description="held-out evaluation"
+    )
+    probe: ProbeParams = Field(
+        default_factory=ProbeParams, description="the batch-size probe of this stage"
     )
 
     def cross_checks(self, context: dict[str, Any]) -> list[tuple[tuple, Any, str]]:
