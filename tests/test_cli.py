@@ -24,7 +24,7 @@ def kedro(monkeypatch):
 def test_check_passes_on_every_shipped_env(kedro):
     result = kedro("config", "check")
     assert result.exit_code == 0, result.output
-    assert {"base: ok", "local: ok", "cluster: ok"} <= {
+    assert {"base: ok", "local: ok", "cluster: ok", "gpu: ok"} <= {
         line.split(" (")[0] for line in result.output.splitlines()
     }
 
@@ -90,3 +90,43 @@ def test_explain_names_the_file(kedro):
         "conf/base/parameters_diffusion_stage2.yml (inherited from diffusion_stage2)"
         in result.output
     )
+
+
+def test_check_passes_on_the_gpu_kit_env(kedro):
+    result = kedro("config", "check", "--env", "gpu")
+    assert result.exit_code == 0, result.output
+    assert "gpu: ok" in result.output
+
+
+def test_probe_dry_run_lists_the_buckets_by_tokens(kedro):
+    result = kedro("opensora", "probe-batch-sizes", "--stage", "diffusion_stage1", "--env",
+                   "base", "--dry-run")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    rows = [
+        line.split()
+        for line in result.output.splitlines()
+        if line.startswith(("256px", "768px", "1024px"))
+    ]
+    assert len(rows) == 35  # every bucket of Open-Sora's stage1.py
+    assert rows[0][:2] == ["256px", "1f"] and rows[-1][:2] == ["256px", "129f"]
+    assert rows[-1][-1] == "3"  # its configured batch
+    tokens = [int(row[-2].replace(",", "")) for row in rows]
+    assert tokens == sorted(tokens)
+
+
+def test_probe_refuses_a_group_that_is_not_a_stage(kedro):
+    result = CliRunner().invoke(
+        KedroCLI(project_path=PROJECT_ROOT),
+        ["opensora", "probe-batch-sizes", "--stage", "vae_training", "--dry-run"],
+    )
+    assert result.exit_code != 0
+    assert "not a diffusion stage" in result.output
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="CPU behaviour")
+def test_probe_without_a_gpu_says_so(kedro, tmp_path):
+    result = kedro("opensora", "probe-batch-sizes", "--stage", "diffusion_stage1", "--out",
+                   str(tmp_path))  # fmt: skip
+    assert result.exit_code == 1
+    assert "CUDA GPU" in result.output
+    assert not any(tmp_path.iterdir())
