@@ -28,10 +28,10 @@ SAMPLES = ROOT / "data/07_model_output/samples.csv"
 PROMPT = "a red circle moving left"
 
 
-def generate(name: str, params: str, logs: Path) -> dict:
+def generate(name: str, params: str, logs: Path, env: str) -> dict:
     """One ``kedro run`` of the inference pipeline; the clip it wrote, decoded."""
     started = time.monotonic()
-    command = [sys.executable, "-m", "kedro", "run", "--env", "gpu", "--pipeline", "inference",
+    command = [sys.executable, "-m", "kedro", "run", "--env", env, "--pipeline", "inference",
                "--params", params]  # fmt: skip
     with (logs / f"{name}.log").open("w") as handle:
         rc = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT).returncode
@@ -47,16 +47,19 @@ def generate(name: str, params: str, logs: Path) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--result", type=Path, required=True)
+    parser.add_argument("--env", default="gpu", help="Kedro env (gpu; local runs it on a CPU)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logs = args.result.parent / "c_inference_logs"
     logs.mkdir(parents=True, exist_ok=True)
-    t2v = generate("t2v", f"inference.prompt={PROMPT},inference.save_dir=gpu_check_t2v", logs)
+    t2v = generate(
+        "t2v", f"inference.prompt={PROMPT},inference.save_dir=gpu_check_t2v", logs, args.env
+    )
     steps = [t2v]
     if t2v.get("frames"):
         steps.append(generate("i2v", f"inference.prompt={PROMPT},inference.cond_type=i2v_head,"
                               f"inference.ref={t2v['video']},inference.save_dir=gpu_check_i2v",
-                              logs))  # fmt: skip
+                              logs, args.env))  # fmt: skip
     ok = len(steps) == 2 and all(s["rc"] == 0 and s.get("frames") for s in steps)
     args.result.write_text(json.dumps({"ok": ok, "steps": steps}, indent=1))
     logger.info("%s", steps)
