@@ -24,7 +24,7 @@ def kedro(monkeypatch):
 def test_check_passes_on_every_shipped_env(kedro):
     result = kedro("config", "check")
     assert result.exit_code == 0, result.output
-    assert {"base: ok", "local: ok", "cluster: ok"} <= {
+    assert {"base: ok", "local: ok", "cluster: ok", "gpu: ok"} <= {
         line.split(" (")[0] for line in result.output.splitlines()
     }
 
@@ -95,7 +95,7 @@ def test_explain_names_the_file(kedro):
 def test_run_with_an_unknown_env_names_the_envs_without_a_traceback(kedro):
     result = kedro("run", "--env", "locl")
     assert result.exit_code == 1
-    assert "unknown env 'locl'" in result.output and "envs: base, cluster, local" in result.output
+    assert "unknown env 'locl'" in result.output and "envs: base, cluster, gpu, local" in result.output
     assert "Traceback" not in result.output and "mlflow" not in result.output.lower()
 
 
@@ -163,3 +163,47 @@ def test_run_fails_at_once_while_another_run_holds_the_project(kedro):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_check_passes_on_the_gpu_kit_env(kedro):
+    result = kedro("config", "check")  # every env's parameters
+    assert result.exit_code == 0, result.output
+    assert "gpu: ok" in result.output
+    # Checked to run here, on a machine without a GPU, it says what it would need.
+    if not __import__("torch").cuda.is_available():
+        here = kedro("config", "check", "--env", "gpu")
+        assert here.exit_code == 1 and "ZeRO and model parallelism run only on CUDA" in here.output
+
+
+def test_probe_dry_run_lists_the_buckets_by_tokens(kedro):
+    result = kedro("opensora", "probe-batch-sizes", "--stage", "diffusion_stage1", "--env",
+                   "base", "--dry-run")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    rows = [
+        line.split()
+        for line in result.output.splitlines()
+        if line.startswith(("256px", "768px", "1024px"))
+    ]
+    assert len(rows) == 35  # every bucket of Open-Sora's stage1.py
+    assert rows[0][:2] == ["256px", "1f"] and rows[-1][:2] == ["256px", "129f"]
+    assert rows[-1][-1] == "3"  # its configured batch
+    tokens = [int(row[-2].replace(",", "")) for row in rows]
+    assert tokens == sorted(tokens)
+
+
+def test_probe_refuses_a_group_that_is_not_a_stage(kedro):
+    result = CliRunner().invoke(
+        KedroCLI(project_path=PROJECT_ROOT),
+        ["opensora", "probe-batch-sizes", "--stage", "vae_training", "--dry-run"],
+    )
+    assert result.exit_code != 0
+    assert "not a diffusion stage" in result.output
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="CPU behaviour")
+def test_probe_without_a_gpu_says_so(kedro, tmp_path):
+    result = kedro("opensora", "probe-batch-sizes", "--stage", "diffusion_stage1", "--out",
+                   str(tmp_path))  # fmt: skip
+    assert result.exit_code == 1
+    assert "CUDA GPU" in result.output
+    assert not any(tmp_path.iterdir())

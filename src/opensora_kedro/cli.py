@@ -1,5 +1,5 @@
-"""Project commands: ``kedro run`` (Kedro's, with readable configuration errors) and
-``kedro config show | diff | check | explain``."""
+"""Project commands: ``kedro run`` (Kedro's, with readable configuration errors),
+``kedro config show | diff | check | explain`` and ``kedro opensora probe-batch-sizes``."""
 
 from __future__ import annotations
 
@@ -229,3 +229,55 @@ def explain(key: str, env: str | None, params: dict) -> None:
     click.echo(f"  default: {'(required)' if info.default is None else repr(info.default)}")
     click.echo(f"  value:   {info.value!r}")
     click.echo(f"  set in:  {info.source or 'schema default'}")
+
+
+@cli.group()
+def opensora() -> None:
+    """Project tools that measure this machine."""
+
+
+def _stage_params(stage: str, env: str | None, params: dict) -> dict:
+    resolved = _resolve(env, params).params
+    if not stage.startswith("diffusion_") or stage not in resolved:
+        stages = ", ".join(sorted(g for g in resolved if g.startswith("diffusion_")))
+        raise click.BadParameter(f"'{stage}' is not a diffusion stage; have {stages}")
+    return {**resolved[stage], "name": stage}
+
+
+@opensora.command("probe-batch-sizes")
+@click.option("--stage", required=True, help="Diffusion stage whose bucket_config is probed.")
+@ENV
+@PARAMS
+@click.option("--out", default=None, help="Output folder (default: <stage>.probe.output_dir).")
+@click.option("--dry-run", is_flag=True, help="List the buckets and their tokens; train nothing.")
+def probe_batch_sizes(
+    stage: str, env: str | None, params: dict, out: str | None, dry_run: bool
+) -> None:
+    """Largest batch per bucket of a stage on this GPU; writes a bucket_config for an env.
+
+    \b
+    kedro opensora probe-batch-sizes --stage diffusion_stage1 --env cluster
+    cp data/08_reporting/batch_probe/diffusion_stage1/parameters_*_probed.yml conf/my_gpus/
+    """
+    from opensora_kedro.training.batch_probe import probe_buckets
+    from opensora_kedro.training.probe_trial import run_probe, stage_geometry
+
+    logging.getLogger("opensora_kedro").setLevel(logging.INFO)
+    stage_params = _stage_params(stage, env, params)
+    if dry_run:
+        buckets = probe_buckets(stage_params["bucket_config"], stage_geometry(stage_params))
+        click.echo("bucket        latent (c,t,h,w)   image tokens  tokens/sample  configured batch")
+        for b in buckets:
+            click.echo(f"{b.resolution + ' ' + str(b.num_frames) + 'f':<13} "
+                       f"{str(b.latent_shape):<18} {b.image_tokens:>12,} {b.tokens:>14,} "
+                       f"{b.configured_batch:>17}")  # fmt: skip
+        return
+    out_dir = Path(out or stage_params["probe"]["output_dir"]) / stage
+    command = f"kedro opensora probe-batch-sizes --stage {stage}" + (f" --env {env}" if env else "")
+    try:
+        paths = run_probe(stage, stage_params, out_dir, [f"Written by `{command}`"])
+    except RuntimeError as error:
+        click.secho(str(error), fg="red", err=True)
+        sys.exit(1)
+    for kind, path in paths.items():
+        click.echo(f"{kind}: {path}")

@@ -29,6 +29,8 @@ CASES = [
     ({S1: {"dtype": "fp8"}}, "diffusion_stage1.dtype", "'bf16', 'fp16' or 'fp32'"),
     ({S1: {"plugin": "gemini"}}, "diffusion_stage1.plugin", "'ddp', 'zero2' or 'hybrid'"),
     ({"demo_data": {"crf": 60}}, "demo_data.crf", "less than or equal to 51"),
+    ({S1: {"probe": {"memory_fraction": 1.2}}}, "diffusion_stage1.probe.memory_fraction", "less than or equal to 1"),
+    ({S1: {"probe": {"max_batch": 0}}}, "diffusion_stage1.probe.max_batch", "greater than 0"),
     ({"demo_data": {"sizes": [[97, 64]]}}, "demo_data.sizes.0", "even width and height"),
     ({"inference_256px": {"batch_size": 0}}, "inference_256px.batch_size", "greater than 0"),
     ({"inference_256px": {"sampling_option": {"num_frames": 32}}},

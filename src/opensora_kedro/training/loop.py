@@ -309,6 +309,15 @@ class Trainer:
         self.running.update_step += 1
         return norm
 
+    def train_step(self, batch: Any) -> float:
+        """One micro-batch and one optimizer update outside :meth:`fit` (no data loader,
+        accumulation, logging or checkpoints): what the batch-size probe measures."""
+        with self._autocast():
+            loss, _ = self.task.loss(self.model, _to_device(batch, self.device))
+        self._backward(loss)
+        self._update(want_norm=False)
+        return float(loss.detach())
+
     def _done(self) -> bool:
         max_steps = self.settings.max_steps
         return max_steps is not None and self.running.update_step >= max_steps

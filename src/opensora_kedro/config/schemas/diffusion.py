@@ -91,6 +91,21 @@ class DiffusionEvalParams(Params):
     )
 
 
+class ProbeParams(Params):
+    """The batch-size probe (``kedro opensora probe-batch-sizes``): largest batch per bucket."""
+
+    memory_fraction: Annotated[float, Field(gt=0, le=1)] = Field(
+        0.9, description="share of the device's memory a training step may use"
+    )
+    max_batch: PositiveInt = Field(1024, description="largest batch tried for any bucket")
+    steps_per_trial: PositiveInt = Field(
+        2, description="training steps per tried batch (the 2nd holds the optimizer state)"
+    )
+    output_dir: str = Field(
+        "data/08_reporting/batch_probe", description="where the bucket_config and report go"
+    )
+
+
 class DiffusionStageParams(Params):
     """One diffusion training stage; a stage states only what differs from the one it extends."""
 
@@ -153,6 +168,9 @@ class DiffusionStageParams(Params):
     )
     force_resume: bool = Field(
         False, description="resume even if the training table changed since the checkpoint"
+    )
+    probe: ProbeParams = Field(
+        default_factory=ProbeParams, description="the batch-size probe of this stage"
     )
 
     def cross_checks(self, context: dict[str, Any]) -> list[tuple[tuple, Any, str]]:

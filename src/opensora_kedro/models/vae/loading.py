@@ -145,3 +145,19 @@ def load_autoencoder(
     directory), on ``device`` in ``dtype``; ``fallback`` when ``from_pretrained`` is null."""
     source = resolve_vae_source(ae_params, fallback, base_dir)
     return build_autoencoder(source, ae_params).to(device, dtype)
+
+
+def autoencoder_structure(
+    ae_params: Mapping[str, Any], fallback: str | os.PathLike | None = None
+) -> VideoAutoencoder:
+    """The VAE ``ae_params`` describes, without weights, on the meta device (no memory): its
+    compression and latent channels. Our export's config when there is one, else ``ae``'s
+    fields (also when the named weights are missing: only the structure is wanted)."""
+    try:
+        export = resolve_vae_source(ae_params, fallback).export
+    except (ValueError, FileNotFoundError):
+        export = None
+    with torch.device("meta"):
+        if export is not None:
+            return build_vae(export["type"], **export["config"])
+        return _build_from_params(ae_params)
