@@ -9,7 +9,9 @@ rotated by a 3-axis RoPE over (t, h, w) patch coordinates (text tokens sit at po
 
 ``build_mmdit("tiny")`` or ``build_mmdit({...model params...})`` builds a model; the parameter
 file's ``type``, ``from_pretrained``, ``strict_load`` and ``use_liger_rope`` are not model
-structure and are ignored here.
+structure and are ignored here (they steer loading: :mod:`~opensora_kedro.models.mmdit_loading`).
+RoPE always rotates interleaved pairs (2i, 2i+1); checkpoints trained with Open-Sora's
+rotate-half convention (``use_liger_rope``) are permuted to it when they are converted.
 """
 
 from __future__ import annotations

@@ -12,7 +12,9 @@ import torch
 from torch import nn
 
 from opensora_kedro.data.clip_batches import clip_batches
-from opensora_kedro.models.mmdit import build_mmdit
+from opensora_kedro.files import resolve_path, weights_file
+from opensora_kedro.models.mmdit import MMDiT, mmdit_config
+from opensora_kedro.models.mmdit_loading import load_mmdit_file
 from opensora_kedro.models.vae.loading import build_autoencoder, resolve_vae_source
 from opensora_kedro.text.cache import EmbeddingCache
 from opensora_kedro.training import rectified_flow as rf
@@ -52,15 +54,21 @@ class DiffusionTask:
             logger.info("latent cache %s (VAE %s)", self.cache.root, self.vae_id[:16])
 
     def build_model(self) -> nn.Module:
-        """The MMDiT, from the parent stage's weights when there are any."""
-        model = build_mmdit({**self.params["model"], "grad_ckpt_settings": self._ckpt_settings()})
+        """The MMDiT, from the parent stage's weights when there are any, else from
+        ``model.from_pretrained`` (ours, or an Open-Sora / Flux file converted as it loads)."""
+        params = self.params["model"]
+        config = mmdit_config({**params, "grad_ckpt_settings": self._ckpt_settings()})
         parent = self.inputs.get("parent_model")
-        if parent:
-            from safetensors.torch import load_file
-
-            state = load_file(str(Path(parent) / "model.safetensors"))
-            result = model.load_state_dict(state, strict=self.params["model"]["strict_load"])
-            logger.info("started from %s (missing keys: %d)", parent, len(result.missing_keys))
+        source = Path(parent) if parent else None
+        if source is None and params["from_pretrained"]:
+            source = resolve_path(params["from_pretrained"], None)
+        if source is None:
+            return MMDiT(config)
+        model = load_mmdit_file(
+            config, weights_file(source, "diffusion model"), strict=params["strict_load"],
+            liger_rope=params["use_liger_rope"], dtype=torch.float32,
+        )  # fmt: skip
+        logger.info("started from %s", source)
         return model
 
     def _ckpt_settings(self) -> tuple[int, int] | None:

@@ -51,7 +51,11 @@ class MMDiTParams(Params):
     strict_load: bool = Field(False, description="fail on missing or unexpected weights")
     guidance_embed: bool = Field(False, description="embed a guidance scale (distilled models)")
     fused_qkv: bool = Field(False, description="one projection for q, k and v")
-    use_liger_rope: bool = Field(True, description="use the Liger fused RoPE kernel when present")
+    use_liger_rope: bool = Field(
+        True,
+        description="RoPE convention of an Open-Sora/Flux-format from_pretrained file: true = "
+        "rotate-half (Open-Sora 2.0), false = interleaved (FLUX.1); converted at load",
+    )
     cond_embed: bool = Field(False, description="input for i2v/v2v conditioning latents")
     in_channels: PositiveInt = Field(64, description="latent channels x patch area")
     vec_in_dim: PositiveInt = Field(768, description="width of the pooled CLIP vector")
