@@ -37,7 +37,9 @@ logger = logging.getLogger(__name__)
 TIME_EMBED_DIM = 256
 TIME_FACTOR = 1000.0
 # Parameter-file keys that configure loading or kernels rather than the network itself.
-NON_STRUCTURAL_FIELDS = frozenset({"type", "from_pretrained", "strict_load", "use_liger_rope"})
+NON_STRUCTURAL_FIELDS = frozenset(
+    {"type", "from_pretrained", "strict_load", "use_liger_rope", "lora_path"}
+)
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,10 @@ class MMDiTConfig:
                 f"in_channels {self.in_channels} must be latent channels x patch_size**2 "
                 f"({self.patch_size**2})"
             )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a dict (peft reads a model's ``config`` through this)."""
+        return dataclasses.asdict(self)
 
     @property
     def latent_channels(self) -> int:

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from opensora_kedro.files import weights_file
 from opensora_kedro.models.mmdit import MMDiT, MMDiTConfig
 from opensora_kedro.models.mmdit_convert import (
     CheckpointMismatchError,
@@ -145,6 +146,32 @@ def _materialize(model: MMDiT, missing: list[str], dtype: torch.dtype | None) ->
             nn.init.ones_(module.scale)
         if dtype is not None:
             module.to(dtype)
+
+
+def load_pretrained_mmdit(
+    config: MMDiTConfig,
+    source: str | os.PathLike,
+    *,
+    strict: bool,
+    liger_rope: bool,
+    dtype: torch.dtype | None = None,
+    lora_path: str | os.PathLike | None = None,
+) -> nn.Module:
+    """:func:`load_mmdit_file` on ``source`` (a file, or a folder with ``model.safetensors``),
+    with a LoRA adapter merged in: ``lora_path``, else the folder's ``lora/`` when it has one
+    (a fine-tuning stage's unmerged export).
+    """
+    from opensora_kedro.models.lora import ADAPTER_CONFIG, merge_adapter
+
+    source = Path(source)
+    model = load_mmdit_file(config, weights_file(source, "diffusion model"), strict=strict,
+                            liger_rope=liger_rope, dtype=dtype)  # fmt: skip
+    adapter = Path(lora_path) if lora_path else source / "lora"
+    if lora_path and not (adapter / ADAPTER_CONFIG).is_file():
+        raise FileNotFoundError(f"no LoRA adapter at {adapter} (no {ADAPTER_CONFIG})")
+    if (adapter / ADAPTER_CONFIG).is_file():
+        model = merge_adapter(model, adapter)
+    return model
 
 
 def convert_mmdit_file(

@@ -12,9 +12,9 @@ import torch
 from torch import nn
 
 from opensora_kedro.data.clip_batches import clip_batches
-from opensora_kedro.files import resolve_path, weights_file
+from opensora_kedro.files import resolve_path
 from opensora_kedro.models.mmdit import MMDiT, mmdit_config
-from opensora_kedro.models.mmdit_loading import load_mmdit_file
+from opensora_kedro.models.mmdit_loading import load_pretrained_mmdit
 from opensora_kedro.models.vae.loading import build_autoencoder, resolve_vae_source
 from opensora_kedro.text.cache import EmbeddingCache
 from opensora_kedro.training import rectified_flow as rf
@@ -55,7 +55,8 @@ class DiffusionTask:
 
     def build_model(self) -> nn.Module:
         """The MMDiT, from the parent stage's weights when there are any, else from
-        ``model.from_pretrained`` (ours, or an Open-Sora / Flux file converted as it loads)."""
+        ``model.from_pretrained`` (ours, or an Open-Sora / Flux file converted as it loads;
+        with ``model.lora_path``'s adapter merged in)."""
         params = self.params["model"]
         config = mmdit_config({**params, "grad_ckpt_settings": self._ckpt_settings()})
         parent = self.inputs.get("parent_model")
@@ -64,9 +65,11 @@ class DiffusionTask:
             source = resolve_path(params["from_pretrained"], None)
         if source is None:
             return MMDiT(config)
-        model = load_mmdit_file(
-            config, weights_file(source, "diffusion model"), strict=params["strict_load"],
-            liger_rope=params["use_liger_rope"], dtype=torch.float32,
+        # The stage's own adapter is trained on top (lora.pretrained_dir), not merged here.
+        lora = params["lora_path"] if parent is None else None
+        model = load_pretrained_mmdit(
+            config, source, strict=params["strict_load"], liger_rope=params["use_liger_rope"],
+            dtype=torch.float32, lora_path=resolve_path(lora, None) if lora else None,
         )  # fmt: skip
         logger.info("started from %s", source)
         return model

@@ -22,6 +22,7 @@ from opensora_kedro.config.schemas.common import (
     bucket_frame_issues,
     plugin_issues,
 )
+from opensora_kedro.models.lora import DEFAULT_TARGETS
 
 
 class VideoDatasetParams(Params):
@@ -71,6 +72,9 @@ class MMDiTParams(Params):
     theta: PositiveInt = Field(10000, description="RoPE base")
     qkv_bias: bool = Field(True, description="bias in the qkv projection")
     patch_size: PositiveInt = Field(2, description="latent patch side (1 for DC-AE latents)")
+    lora_path: str | None = Field(
+        None, description="LoRA adapter folder (peft format) merged into from_pretrained at load"
+    )
 
     def cross_checks(self, context: dict[str, Any]) -> list[tuple[tuple, Any, str]]:
         head_dim = sum(self.axes_dim)
@@ -78,6 +82,24 @@ class MMDiTParams(Params):
             rule = f"must equal num_heads * sum(axes_dim) = {self.num_heads} * {head_dim}"
             return [(("hidden_size",), self.hidden_size, rule)]
         return []
+
+
+class LoraParams(Params):
+    """LoRA fine-tuning (Open-Sora's ``lora_config``): only the adapters train; EMA is off."""
+
+    r: PositiveInt = Field(16, description="adapter rank")
+    lora_alpha: Annotated[float, Field(gt=0)] = Field(16, description="adapter scale numerator")
+    target_modules: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_TARGETS), min_length=1,
+        description="names (suffixes) of the linear layers that get adapters",
+    )  # fmt: skip
+    lora_dropout: Probability = Field(0.0, description="dropout on the adapter input")
+    merge: bool = Field(
+        False, description="export merged weights (else the base weights plus a lora/ adapter)"
+    )
+    pretrained_dir: str | None = Field(
+        None, description="adapter folder to continue training from, or null for new adapters"
+    )
 
 
 class DiffusionEvalParams(Params):
@@ -141,6 +163,9 @@ class DiffusionStageParams(Params):
     compile: bool = Field(False, description="torch.compile the model (GPU: ~1.7x a step)")
     eval: DiffusionEvalParams = Field(
         default_factory=DiffusionEvalParams, description="held-out evaluation"
+    )
+    lora: LoraParams | None = Field(
+        None, description="train LoRA adapters instead of every weight (null: full training)"
     )
 
     def cross_checks(self, context: dict[str, Any]) -> list[tuple[tuple, Any, str]]:
