@@ -126,7 +126,9 @@ def _gather(value: Any) -> list[Any]:
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
-    return model.unwrap() if hasattr(model, "unwrap") else model
+    """The model inside a plugin's wrapper; a peft model stays one (ColossalAI's wrappers
+    would otherwise hide its adapters behind the base model's key names)."""
+    return model.unwrap(unwrap_peft=False) if hasattr(model, "unwrap") else model
 
 
 def _data_shard(plugin: Any, rank: int, world: int) -> tuple[int, int]:
