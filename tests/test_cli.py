@@ -1,6 +1,7 @@
 """The project's `kedro config` commands, through Kedro's own CLI entry point."""
 
 import pytest
+import torch
 import yaml
 from click.testing import CliRunner
 from kedro.framework.cli.cli import KedroCLI
@@ -95,7 +96,9 @@ def test_explain_names_the_file(kedro):
 def test_run_with_an_unknown_env_names_the_envs_without_a_traceback(kedro):
     result = kedro("run", "--env", "locl")
     assert result.exit_code == 1
-    assert "unknown env 'locl'" in result.output and "envs: base, cluster, gpu, local" in result.output
+    assert (
+        "unknown env 'locl'" in result.output and "envs: base, cluster, gpu, local" in result.output
+    )
     assert "Traceback" not in result.output and "mlflow" not in result.output.lower()
 
 
@@ -207,3 +210,29 @@ def test_probe_without_a_gpu_says_so(kedro, tmp_path):
     assert result.exit_code == 1
     assert "CUDA GPU" in result.output
     assert not any(tmp_path.iterdir())
+
+
+def test_opensora_convert_writes_a_loadable_model_folder(kedro, tmp_path):
+    import dataclasses
+
+    from safetensors.torch import save_file
+
+    from opensora_kedro.models.mmdit import MMDiTConfig
+    from opensora_kedro.sampling.generate import load_mmdit
+    from tests.models.mmdit_reference import foreign_state
+
+    config = MMDiTConfig(in_channels=16, vec_in_dim=8, context_in_dim=8, hidden_size=32,
+                         num_heads=2, depth=1, depth_single_blocks=1, axes_dim=(4, 6, 6),
+                         cond_embed=True)  # fmt: skip
+    save_file(foreign_state(config, fused=True), str(tmp_path / "os.safetensors"))
+    out = tmp_path / "converted"
+    result = kedro("opensora", "convert", str(tmp_path / "os.safetensors"), str(out),
+                   "--axes-dim", "4,6,6", "--dtype", "bf16")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "cond_embed True" in result.output
+    params = {**dataclasses.asdict(config), "from_pretrained": str(out), "strict_load": True}
+    model = load_mmdit(params, dtype=torch.bfloat16)
+    assert model.cond_in.weight.dtype == torch.bfloat16
+    # a wrong structure is refused with the keys named, and nothing else happens
+    bad = kedro("opensora", "convert", str(tmp_path / "os.safetensors"), str(tmp_path / "b"))
+    assert bad.exit_code == 1 and "axes_dim" in bad.output

@@ -1,5 +1,5 @@
 """Project commands: ``kedro run`` (Kedro's, with readable configuration errors),
-``kedro config show | diff | check | explain`` and ``kedro opensora probe-batch-sizes``."""
+``kedro config show | diff | check | explain``, ``kedro opensora probe-batch-sizes | convert``."""
 
 from __future__ import annotations
 
@@ -233,7 +233,7 @@ def explain(key: str, env: str | None, params: dict) -> None:
 
 @cli.group()
 def opensora() -> None:
-    """Project tools that measure this machine."""
+    """Project tools: the batch-size probe of this machine, Open-Sora's released files."""
 
 
 def _stage_params(stage: str, env: str | None, params: dict) -> dict:
@@ -281,3 +281,55 @@ def probe_batch_sizes(
         sys.exit(1)
     for kind, path in paths.items():
         click.echo(f"{kind}: {path}")
+
+
+DTYPES = {"keep": None, "bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+
+
+@opensora.command()
+@click.argument("source", type=click.Path(exists=True, dir_okay=False))
+@click.argument("destination", type=click.Path(file_okay=False))
+@click.option("--rope", type=click.Choice(["rotate-half", "interleaved"]), default="rotate-half",
+              show_default=True, help="RoPE convention of SOURCE: rotate-half = Open-Sora 2.0 "
+              "(use_liger_rope true), interleaved = FLUX.1 as released.")  # fmt: skip
+@click.option("--axes-dim", default=None, help="RoPE dims per axis, e.g. 16,56,56 (default for "
+              "128-dim heads); they cannot be read from the weights.")  # fmt: skip
+@click.option("--theta", default=10000, show_default=True, help="RoPE base.")
+@click.option("--patch-size", type=int, default=None, help="Latent patch side (default: from "
+              "cond_in, else 2).")  # fmt: skip
+@click.option("--dtype", type=click.Choice(list(DTYPES)), default="keep", show_default=True,
+              help="Precision of the written weights.")  # fmt: skip
+def convert(
+    source: str, destination: str, rope: str, axes_dim: str | None, theta: int,
+    patch_size: int | None, dtype: str,
+) -> None:  # fmt: skip
+    """Convert an Open-Sora 2.0 / Flux-format MMDiT file (SOURCE) into this project's layout,
+    as a model folder DESTINATION (model.safetensors + config.json) that from_pretrained can
+    name. The structure is read from the file; every tensor must be used (strict).
+
+    \b
+    kedro opensora convert ckpts/Open_Sora_v2.safetensors data/06_models/open_sora_v2
+    kedro opensora convert ckpts/flux1-dev.safetensors data/06_models/flux1_dev --rope interleaved
+    """
+    import torch
+
+    from opensora_kedro.models.mmdit_convert import CheckpointMismatchError, infer_config
+    from opensora_kedro.models.mmdit_loading import convert_mmdit_file
+    from opensora_kedro.models.safetensors_stream import SafetensorsReader
+
+    axes = tuple(int(v) for v in axes_dim.split(",")) if axes_dim else None
+    try:
+        with SafetensorsReader(source) as reader:
+            shapes = {key: info.shape for key, info in reader.tensors.items()}
+        config = infer_config(shapes, axes, theta, patch_size)
+        target = convert_mmdit_file(
+            source, destination, config, liger_rope=rope == "rotate-half",
+            dtype=getattr(torch, DTYPES[dtype]) if DTYPES[dtype] else None,
+        )  # fmt: skip
+    except (CheckpointMismatchError, ValueError) as error:
+        click.secho(f"cannot convert {source}: {error}", fg="red", err=True)
+        sys.exit(1)
+    summary = (f"{len(shapes)} tensors in, depth {config.depth} + {config.depth_single_blocks}, "
+               f"hidden {config.hidden_size}, cond_embed {config.cond_embed}, "
+               f"guidance_embed {config.guidance_embed}")  # fmt: skip
+    click.echo(f"wrote {target} ({summary})")

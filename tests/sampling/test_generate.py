@@ -273,3 +273,31 @@ def test_save_sample_is_atomic_and_complete(tmp_path) -> None:
     assert text.read_text() == "a cat. 24 FPS."
     assert read_frames(video).shape == (9, 32, 32, 3)
     assert sorted(p.name for p in video.parent.iterdir()) == ["sample_0000.mp4", "sample_0000.txt"]
+
+
+def test_t2i2v_from_flux_format_image_files(tmp_path, folders, model, vae, encoders) -> None:
+    """img_flux as FLUX.1-dev ships (fused qkv, guidance, interleaved RoPE) and img_flux_ae
+    as an autoencoder_2d file load through the inference parameters and generate."""
+    from opensora_kedro.models.mmdit import mmdit_config
+    from tests.models.mmdit_reference import foreign_state
+
+    flux = mmdit_config("tiny", guidance_embed=True)
+    save_file(foreign_state(flux, fused=True), str(tmp_path / "flux1-dev.safetensors"))
+    save_vae_weights(build_vae("tiny_autoencoder_2d"), tmp_path / "flux1-dev-ae.safetensors")
+    params = _export(tmp_path, folders)
+    params["img_flux"] = {
+        **params["img_flux"],
+        "from_pretrained": "flux1-dev.safetensors",
+        "guidance_embed": True,
+        "use_liger_rope": False,
+        "strict_load": False,
+    }
+    params["img_flux_ae"] = {"type": "tiny_autoencoder_2d", "from_pretrained": "flux1-dev-ae.safetensors",
+                             "in_channels": 3, "out_ch": 3, "z_channels": 4}  # fmt: skip
+    models = load_generation_models(params, "cpu", base_dir=tmp_path)
+    assert models.image_model.config.guidance_embed and models.image_vae.spatial_compression == 8
+    settings = dataclasses.replace(SETTINGS, use_t2i2v=True, img_resolution="48px")
+    videos, images = generate_t2i2v(model, vae, models.image_model, models.image_vae, encoders,
+                                    PROMPTS[:1], settings, [3])  # fmt: skip
+    assert images[0].shape == (48, 48, 3) and videos[0].shape == (9, 32, 32, 3)
+    assert images[0].std() > 0

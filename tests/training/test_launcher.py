@@ -38,6 +38,16 @@ def test_two_workers_train_checkpoint_and_resume(tmp_path):
 
 
 @pytest.mark.slow
+def test_lora_through_the_boosters_enable_lora_with_ddp(tmp_path):
+    from tests.training.test_loop import TOY_LORA
+
+    result = launch(_spec(tmp_path, lora=TOY_LORA, max_steps=2, ckpt_every=2), LAUNCHER)
+    assert result["update_steps"] == 2
+    weights = (tmp_path / "weights.json").read_text()
+    assert "base_model.model.0.lora_A" in weights  # a peft model inside TorchDDPPlugin's wrapper
+
+
+@pytest.mark.slow
 def test_hybrid_plugin_as_data_parallelism_on_cpu(tmp_path):
     config = {"tp_size": 1, "pp_size": 1, "sp_size": 1, "zero_stage": 0}
     result = launch(_spec(tmp_path, plugin="hybrid", plugin_config=config, max_steps=3), LAUNCHER)

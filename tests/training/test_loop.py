@@ -121,3 +121,28 @@ def test_the_table_fingerprint_ignores_where_the_folder_lies_but_not_the_content
     assert table_fingerprint(table("/data/v")) == table_fingerprint(table("/moved/elsewhere/v"))
     assert table_fingerprint(table("/data/v")) != table_fingerprint(table("/data/v", frames=5))
     assert table_fingerprint(table("/data/v")) != table_fingerprint(table("/data/v").iloc[::-1])
+
+
+TOY_LORA = {"r": 2, "lora_alpha": 2, "lora_dropout": 0.0, "target_modules": ["0", "2"],
+            "merge": False, "pretrained_dir": None}  # fmt: skip
+
+
+def test_lora_trains_only_adapters_without_ema_and_resumes_exactly(tmp_path):
+    from opensora_kedro.training.checkpoint import CheckpointManager
+
+    whole = _run(tmp_path, "whole", lora=TOY_LORA)  # PARAMS asks for EMA: off under LoRA
+    _run(tmp_path, "parts", lora=TOY_LORA, max_steps=4)
+    rest = _run(tmp_path, "parts", lora=TOY_LORA)
+    assert [h["loss"] for h in rest["history"]] == [h["loss"] for h in whole["history"][4:]]
+    weights = [json.loads((tmp_path / n / "weights.json").read_text()) for n in ("whole", "parts")]
+    assert weights[0] == weights[1]
+    plain = json.loads((tmp_path / "whole" / "weights.json").read_text())
+    bases = {k: v for k, v in plain.items() if "lora_" not in k}
+    assert bases and any("lora_B" in k for k in plain)
+    # the checkpoint keeps the adapters only (the base comes from the model's source again)
+    state = CheckpointManager(tmp_path / "whole" / "checkpoints", 3).load(whole["checkpoint"])
+    assert set(state) >= {"model", "optimizer"} and "ema" not in state
+    assert state["model"] and all("lora_" in k for k in state["model"])
+    _run(tmp_path, "one_step", lora=TOY_LORA, max_steps=1)
+    initial = json.loads((tmp_path / "one_step" / "weights.json").read_text())
+    assert {k: v for k, v in initial.items() if "lora_" not in k} == bases  # base frozen

@@ -1,4 +1,4 @@
-"""A folder holding a trained model: ``model.safetensors`` and ``config.json``."""
+"""A folder holding a trained model: ``model.safetensors``, ``config.json`` [and ``lora/``]."""
 
 from __future__ import annotations
 
@@ -13,10 +13,12 @@ from opensora_kedro.datasets.folder_swap import replace_folder
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
+LORA = "lora"
 
 
 class ModelDirDataset(AbstractDataset[dict[str, Any], str]):
-    """Saves ``{"weights": <safetensors file to copy>, "config": {...}}`` into the folder,
+    """Saves ``{"weights": <safetensors file to copy>, "config": {...}[, "lora": <adapter
+    folder to copy as lora/>]}`` into the folder,
     replacing it atomically; loads the folder's path (models load themselves from it).
     An ``optional`` model that was never trained loads as None instead of failing."""
 
@@ -37,6 +39,8 @@ class ModelDirDataset(AbstractDataset[dict[str, Any], str]):
     def save(self, data: dict[str, Any]) -> None:
         def fill(staging: Path) -> None:
             shutil.copyfile(data["weights"], staging / WEIGHTS)
+            if data.get("lora"):  # a LoRA adapter to apply on top of the weights
+                shutil.copytree(data["lora"], staging / LORA)
             (staging / CONFIG).write_text(json.dumps(data["config"], indent=1, default=str))
 
         replace_folder(self._path, fill)

@@ -9,7 +9,9 @@ rotated by a 3-axis RoPE over (t, h, w) patch coordinates (text tokens sit at po
 
 ``build_mmdit("tiny")`` or ``build_mmdit({...model params...})`` builds a model; the parameter
 file's ``type``, ``from_pretrained``, ``strict_load`` and ``use_liger_rope`` are not model
-structure and are ignored here.
+structure and are ignored here (they steer loading: :mod:`~opensora_kedro.models.mmdit_loading`).
+RoPE always rotates interleaved pairs (2i, 2i+1); checkpoints trained with Open-Sora's
+rotate-half convention (``use_liger_rope``) are permuted to it when they are converted.
 """
 
 from __future__ import annotations
@@ -35,7 +37,9 @@ logger = logging.getLogger(__name__)
 TIME_EMBED_DIM = 256
 TIME_FACTOR = 1000.0
 # Parameter-file keys that configure loading or kernels rather than the network itself.
-NON_STRUCTURAL_FIELDS = frozenset({"type", "from_pretrained", "strict_load", "use_liger_rope"})
+NON_STRUCTURAL_FIELDS = frozenset(
+    {"type", "from_pretrained", "strict_load", "use_liger_rope", "lora_path"}
+)
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,10 @@ class MMDiTConfig:
                 f"in_channels {self.in_channels} must be latent channels x patch_size**2 "
                 f"({self.patch_size**2})"
             )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a dict (peft reads a model's ``config`` through this)."""
+        return dataclasses.asdict(self)
 
     @property
     def latent_channels(self) -> int:

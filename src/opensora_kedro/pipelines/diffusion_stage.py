@@ -26,6 +26,7 @@ PARENTS = {
     "diffusion_stage2": "diffusion_stage1",
     "diffusion_stage1_i2v": "diffusion_stage1",
     "diffusion_stage2_i2v": "diffusion_stage2",
+    "diffusion_finetune": None,  # starts from model.from_pretrained (e.g. released weights)
 }
 
 
@@ -56,7 +57,9 @@ def train_stage(
     logger.info(
         "%s: %d updates, last checkpoint %s", stage, result["update_steps"], result["checkpoint"]
     )
-    return {"weights": f"{result['export']}/model.safetensors", "config": params["model"]}
+    # An unmerged LoRA export is the base weights plus their adapter folder (lora/).
+    return {"weights": f"{result['export']}/model.safetensors", "config": params["model"],
+            "lora": result.get("lora")}  # fmt: skip
 
 
 def stage_pipeline(stage: str) -> Pipeline:

@@ -22,8 +22,9 @@ from torch import Tensor, nn
 
 from opensora_kedro.data.aspect import image_size
 from opensora_kedro.data.clip_dataset import to_clip_tensor
-from opensora_kedro.files import resolve_path, weights_file, write_atomic
-from opensora_kedro.models.mmdit import NON_STRUCTURAL_FIELDS, build_mmdit, mmdit_config
+from opensora_kedro.files import resolve_path, write_atomic
+from opensora_kedro.models.mmdit import mmdit_config
+from opensora_kedro.models.mmdit_loading import load_pretrained_mmdit
 from opensora_kedro.models.vae.base import VideoAutoencoder
 from opensora_kedro.models.vae.loading import load_autoencoder
 from opensora_kedro.sampling.denoiser import denoise, sampling_timesteps, seeded_noise
@@ -416,23 +417,23 @@ def load_mmdit(
     base_dir: str | os.PathLike | None = None,
 ) -> nn.Module:
     """An MMDiT built from ``model_params`` with the weights of ``from_pretrained`` (a folder
-    with ``model.safetensors`` [+ ``config.json``], or a ``.safetensors`` file)."""
-    from safetensors.torch import load_file
-
+    with ``model.safetensors`` [+ ``config.json``], or a ``.safetensors`` file, which may be
+    in Open-Sora / Flux format: converted while it loads, strictly; see
+    :mod:`~opensora_kedro.models.mmdit_convert`), with the LoRA adapter of ``lora_path`` (or
+    of the folder's ``lora/``) merged in."""
     if not model_params.get("from_pretrained"):
         raise ValueError("model.from_pretrained is not set: nothing to sample with")
     source = resolve_path(model_params["from_pretrained"], base_dir)
-    file = weights_file(source, "diffusion model")
     if source.is_dir():
         _check_structure(model_params, source)
-    model = build_mmdit({k: v for k, v in model_params.items() if k not in NON_STRUCTURAL_FIELDS})
-    result = model.load_state_dict(
-        load_file(str(file)), strict=bool(model_params.get("strict_load", False))
-    )
-    if result.missing_keys or result.unexpected_keys:
-        logger.warning("%s: missing %s, unexpected %s", file, result.missing_keys,
-                       result.unexpected_keys)  # fmt: skip
-    return model.to(device, dtype).eval().requires_grad_(False)
+    lora = model_params.get("lora_path")
+    model = load_pretrained_mmdit(
+        mmdit_config(model_params), source,
+        strict=bool(model_params.get("strict_load", False)),
+        liger_rope=bool(model_params.get("use_liger_rope", True)), dtype=dtype,
+        lora_path=resolve_path(lora, base_dir) if lora else None,
+    )  # fmt: skip
+    return model.to(device).eval().requires_grad_(False)
 
 
 def load_text_encoders(

@@ -12,8 +12,9 @@ import torch
 from torch import nn
 
 from opensora_kedro.data.clip_batches import clip_batches
-from opensora_kedro.files import weights_file
-from opensora_kedro.models.mmdit import build_mmdit
+from opensora_kedro.files import resolve_path
+from opensora_kedro.models.mmdit import MMDiT, mmdit_config
+from opensora_kedro.models.mmdit_loading import load_pretrained_mmdit
 from opensora_kedro.models.vae.loading import build_autoencoder, resolve_vae_source
 from opensora_kedro.text.cache import EmbeddingCache
 from opensora_kedro.training import rectified_flow as rf
@@ -53,16 +54,23 @@ class DiffusionTask:
             logger.info("latent cache %s (VAE %s)", self.cache.root, self.vae_id[:16])
 
     def build_model(self) -> nn.Module:
-        """The MMDiT, from ``model.from_pretrained`` when set (the explicit choice), else from
-        the parent stage's exported weights when there are any."""
-        model = build_mmdit({**self.params["model"], "grad_ckpt_settings": self._ckpt_settings()})
-        start = self.params["model"]["from_pretrained"] or self.inputs.get("parent_model")
-        if start:
-            from safetensors.torch import load_file
-
-            state = load_file(str(weights_file(Path(start), "diffusion model")))
-            result = model.load_state_dict(state, strict=self.params["model"]["strict_load"])
-            logger.info("started from %s (missing keys: %d)", start, len(result.missing_keys))
+        """The MMDiT, from ``model.from_pretrained`` when set (the explicit choice: ours, or an
+        Open-Sora / Flux file converted as it loads, with ``model.lora_path``'s adapter merged
+        in), else from the parent stage's exported weights when there are any."""
+        params = self.params["model"]
+        config = mmdit_config({**params, "grad_ckpt_settings": self._ckpt_settings()})
+        explicit = params["from_pretrained"]
+        parent = self.inputs.get("parent_model")
+        if not explicit and not parent:
+            return MMDiT(config)
+        source = resolve_path(explicit, None) if explicit else Path(parent)
+        # The stage's own adapter is trained on top (lora.pretrained_dir), not merged here.
+        lora = params["lora_path"] if explicit else None
+        model = load_pretrained_mmdit(
+            config, source, strict=params["strict_load"], liger_rope=params["use_liger_rope"],
+            dtype=torch.float32, lora_path=resolve_path(lora, None) if lora else None,
+        )  # fmt: skip
+        logger.info("started from %s", source)
         return model
 
     def _ckpt_settings(self) -> tuple[int, int] | None:

@@ -19,6 +19,16 @@ from tqdm.auto import tqdm
 
 from opensora_kedro.config.errors import UserConfigError
 from opensora_kedro.data.table_paths import table_fingerprint
+from opensora_kedro.models.lora import (
+    adapter_state,
+    add_lora,
+    base_model,
+    is_lora,
+    load_adapter_state,
+    lora_config,
+    merged_model,
+    save_adapter,
+)
 from opensora_kedro.training import rng
 from opensora_kedro.training.booster import clips_inside_plugin, make_plugin
 from opensora_kedro.training.checkpoint import CheckpointManager
@@ -69,6 +79,7 @@ class LoopSettings:
     prefetch_factor: int | None = None
     compile: bool = False
     use_cosine_scheduler: bool = False
+    lora: dict | None = None
 
     @classmethod
     def from_params(cls, params: dict, warmup_steps: int | None = None) -> LoopSettings:
@@ -120,7 +131,9 @@ def _gather(value: Any) -> list[Any]:
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
-    return model.unwrap() if hasattr(model, "unwrap") else model
+    """The model inside a plugin's wrapper; a peft model stays one (ColossalAI's wrappers
+    would otherwise hide its adapters behind the base model's key names)."""
+    return model.unwrap(unwrap_peft=False) if hasattr(model, "unwrap") else model
 
 
 def _data_shard(plugin: Any, rank: int, world: int) -> tuple[int, int]:
@@ -157,14 +170,6 @@ class Trainer:
         self.device = get_accelerator().get_current_device()
         torch.manual_seed(settings.seed)  # same initial weights on every rank
         model = task.build_model()
-        self.ema = self._make_ema(model)
-        optimizer = make_optimizer(
-            [p for p in model.parameters() if p.requires_grad], settings.optim
-        )
-        scheduler = WarmupLR(
-            optimizer, warmup_steps=settings.warmup_steps,
-            total_steps=settings.max_steps if settings.use_cosine_scheduler else None,
-        )  # fmt: skip
         check_precision(settings.plugin, settings.dtype)
         # DDP over a single process only copies gradients around: one process trains bare.
         single = settings.plugin == "ddp" and self.world == 1
@@ -174,6 +179,16 @@ class Trainer:
             settings.plugin, settings.plugin_config, settings.dtype, settings.grad_clip, policy
         )  # fmt: skip
         self.booster = Booster(plugin=plugin)
+        if settings.lora is not None:
+            model = self._add_lora(model, plugin)
+        self.ema = self._make_ema(model)
+        optimizer = make_optimizer(
+            [p for p in model.parameters() if p.requires_grad], settings.optim
+        )
+        scheduler = WarmupLR(
+            optimizer, warmup_steps=settings.warmup_steps,
+            total_steps=settings.max_steps if settings.use_cosine_scheduler else None,
+        )  # fmt: skip
         self.model, self.optimizer, _, _, self.scheduler = self.booster.boost(
             model, optimizer, lr_scheduler=scheduler
         )
@@ -198,14 +213,35 @@ class Trainer:
         return _unwrap(self.model)
 
     def _make_ema(self, model: nn.Module) -> nn.Module | None:
+        if self.settings.ema_decay is not None and self.settings.lora is not None:
+            logger.info("EMA is off under LoRA (as in Open-Sora)")
+            return None
         return None if self.settings.ema_decay is None else create_ema_model(model)
+
+    def _add_lora(self, model: nn.Module, plugin: Any) -> nn.Module:
+        """Adapters on ``model`` (before boosting): through ``booster.enable_lora`` when the
+        plugin supports it (DDP, ZeRO, hybrid), else (one process, no plugin) the same peft
+        calls directly."""
+        lora = self.settings.lora
+        pretrained = lora.get("pretrained_dir")
+        if plugin is not None and plugin.support_lora():
+            config = None if pretrained else lora_config(lora)
+            model = self.booster.enable_lora(model, pretrained_dir=pretrained, lora_config=config)
+        else:
+            model = add_lora(model, lora, pretrained)
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in model.parameters())
+        logger.info("LoRA rank %d: %d of %d parameters train (%.2f%%)", lora["r"], trainable,
+                    total, 100 * trainable / max(total, 1))  # fmt: skip
+        return model
 
     # -- checkpoints ------------------------------------------------------------------------
 
     def save(self) -> Path | None:
         """Write a checkpoint of everything the run needs to continue exactly (rank 0 writes)."""
+        module = self.module
         parts = {
-            "model": _trainable_state(self.model),
+            "model": adapter_state(module) if is_lora(module) else _trainable_state(module),
             "optimizer": self.optimizer.state_dict(),
             "lr_scheduler": self.scheduler.state_dict(),
             "sampler": self.sampler.state_dict(self.running.step),
@@ -232,7 +268,10 @@ class Trainer:
             return False
         state = self.checkpoints.load(latest)
         self._check_data(latest, state.get("data", {}).get("table_fingerprint"), force)
-        _unwrap(self.model).load_state_dict(state["model"])
+        if is_lora(self.module):  # the base weights came from from_pretrained again
+            load_adapter_state(self.module, state["model"])
+        else:
+            self.module.load_state_dict(state["model"])
         if hasattr(self.model, "update_master_params"):  # ZeRO keeps fp32 masters apart
             self.model.update_master_params()
         self.optimizer.load_state_dict(state["optimizer"])
@@ -411,7 +450,8 @@ def train_and_export(
     task: TrainTask, settings: LoopSettings, spec: Any, metrics_prefix: str, policy: Any = None
 ) -> dict:
     """What every job does with its task: train (resuming unless told not to), then rank 0
-    exports the weights (the EMA copy when kept) as ``export/model.safetensors``. ``policy``:
+    exports the weights (the EMA copy when kept) as ``export/model.safetensors`` (under LoRA
+    also ``export/lora/``: see :func:`_export_lora`). ``policy``:
     the shardformer policy for the hybrid plugin (see :func:`~.booster.make_plugin`)."""
     from safetensors.torch import save_file
 
@@ -428,10 +468,24 @@ def train_and_export(
         trainer.discard_checkpoints()
     result = trainer.fit()
     export = Path(spec.output_dir) / "export"
+    adapter = None
     if rank() == 0:
         model = trainer.ema if trainer.ema is not None else trainer.module
         export.mkdir(parents=True, exist_ok=True)
+        if is_lora(model):
+            model, adapter = _export_lora(model, export, settings.lora)
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
         save_file(state, str(export / "model.safetensors"))
-    return {"checkpoint": result.checkpoint, "export": str(export),
+    return {"checkpoint": result.checkpoint, "export": str(export), "lora": adapter,
             "update_steps": result.update_steps, "history": result.history}  # fmt: skip
+
+
+def _export_lora(model: nn.Module, export: Path, lora: dict) -> tuple[nn.Module, str | None]:
+    """Write the adapters to ``export/lora`` (safetensors); return the weights to export
+    (merged, or the base) and the adapter folder that goes with them (None once merged)."""
+    folder = save_adapter(model, export / "lora")
+    if lora.get("merge"):
+        logger.info("LoRA: exporting merged weights (adapters also in %s)", folder)
+        return merged_model(model), None
+    logger.info("LoRA: exporting the base weights with the adapters in %s", folder)
+    return base_model(model), str(folder)

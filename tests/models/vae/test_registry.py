@@ -20,10 +20,13 @@ from opensora_kedro.models.vae import (
     save_vae_weights,
     vae_config,
 )
+from opensora_kedro.models.vae.autoencoder_2d import Autoencoder2D
 
 
 def test_available_types():
-    assert available_vaes() == ("hunyuan_vae", "tiny_vae", "dc_ae", "tiny_dc_ae")
+    assert available_vaes() == (
+        "hunyuan_vae", "tiny_vae", "dc_ae", "tiny_dc_ae", "autoencoder_2d", "tiny_autoencoder_2d",
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -33,6 +36,8 @@ def test_available_types():
         ("dc_ae", DCAE, 32, 4, 128, False, (459, 460)),
         ("tiny_vae", CausalVideoVAE, 8, 4, 4, True, (0.1, 1.0)),
         ("tiny_dc_ae", DCAE, 32, 4, 16, False, (0.5, 2.0)),
+        ("autoencoder_2d", Autoencoder2D, 8, 1, 16, False, (83, 84.5)),
+        ("tiny_autoencoder_2d", Autoencoder2D, 8, 1, 4, False, (0.01, 1.0)),
     ],
 )
 def test_named_sizes(name, cls, spatial, temporal, latent, causal, params_millions):

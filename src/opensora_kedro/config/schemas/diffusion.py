@@ -22,6 +22,7 @@ from opensora_kedro.config.schemas.common import (
     bucket_frame_issues,
     plugin_issues,
 )
+from opensora_kedro.models.lora import DEFAULT_TARGETS
 
 
 class VideoDatasetParams(Params):
@@ -55,7 +56,11 @@ class MMDiTParams(Params):
     strict_load: bool = Field(False, description="fail on missing or unexpected weights")
     guidance_embed: bool = Field(False, description="embed a guidance scale (distilled models)")
     fused_qkv: bool = Field(False, description="one projection for q, k and v")
-    use_liger_rope: bool = Field(True, description="use the Liger fused RoPE kernel when present")
+    use_liger_rope: bool = Field(
+        True,
+        description="RoPE convention of an Open-Sora/Flux-format from_pretrained file: true = "
+        "rotate-half (Open-Sora 2.0), false = interleaved (FLUX.1); converted at load",
+    )
     cond_embed: bool = Field(False, description="input for i2v/v2v conditioning latents")
     in_channels: PositiveInt = Field(64, description="latent channels x patch area")
     vec_in_dim: PositiveInt = Field(768, description="width of the pooled CLIP vector")
@@ -71,6 +76,9 @@ class MMDiTParams(Params):
     theta: PositiveInt = Field(10000, description="RoPE base")
     qkv_bias: bool = Field(True, description="bias in the qkv projection")
     patch_size: PositiveInt = Field(2, description="latent patch side (1 for DC-AE latents)")
+    lora_path: str | None = Field(
+        None, description="LoRA adapter folder (peft format) merged into from_pretrained at load"
+    )
 
     def cross_checks(self, context: dict[str, Any]) -> list[tuple[tuple, Any, str]]:
         head_dim = sum(self.axes_dim)
@@ -81,6 +89,24 @@ class MMDiTParams(Params):
 
     def input_paths(self) -> list[tuple[tuple, str]]:
         return [(("from_pretrained",), self.from_pretrained)] if self.from_pretrained else []
+
+
+class LoraParams(Params):
+    """LoRA fine-tuning (Open-Sora's ``lora_config``): only the adapters train; EMA is off."""
+
+    r: PositiveInt = Field(16, description="adapter rank")
+    lora_alpha: Annotated[float, Field(gt=0)] = Field(16, description="adapter scale numerator")
+    target_modules: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_TARGETS), min_length=1,
+        description="names (suffixes) of the linear layers that get adapters",
+    )  # fmt: skip
+    lora_dropout: Probability = Field(0.0, description="dropout on the adapter input")
+    merge: bool = Field(
+        False, description="export merged weights (else the base weights plus a lora/ adapter)"
+    )
+    pretrained_dir: str | None = Field(
+        None, description="adapter folder to continue training from, or null for new adapters"
+    )
 
 
 class DiffusionEvalParams(Params):
@@ -171,6 +197,9 @@ class DiffusionStageParams(Params):
     )
     probe: ProbeParams = Field(
         default_factory=ProbeParams, description="the batch-size probe of this stage"
+    )
+    lora: LoraParams | None = Field(
+        None, description="train LoRA adapters instead of every weight (null: full training)"
     )
 
     def cross_checks(self, context: dict[str, Any]) -> list[tuple[tuple, Any, str]]:

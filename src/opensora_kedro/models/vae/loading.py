@@ -37,9 +37,14 @@ from opensora_kedro.models.vae.registry import (
 logger = logging.getLogger(__name__)
 
 EXPORT_CONFIG = "config.json"
-# ae parameter -> AutoencoderConfig field, where the names differ.
-_FIELD_NAMES = {"spatial_tile_size": "tile_sample_size", "temporal_tile_size": "tile_sample_frames"}
-_STRUCTURAL = ("in_channels", "latent_channels", "layers_per_block", "scaling_factor")
+# ae parameter -> AutoencoderConfig field, where the names differ (Open-Sora's autoencoder_2d
+# parameters say z_channels and scale_factor).
+_FIELD_NAMES = {"spatial_tile_size": "tile_sample_size", "temporal_tile_size": "tile_sample_frames",
+                "z_channels": "latent_channels", "scale_factor": "scaling_factor"}  # fmt: skip
+_STRUCTURAL = (
+    "in_channels", "latent_channels", "layers_per_block", "scaling_factor", "shift_factor",
+    "z_channels", "scale_factor", "ch", "ch_mult", "num_res_blocks",
+)  # fmt: skip
 _TILING = (
     "use_spatial_tiling",
     "use_temporal_tiling",
@@ -101,9 +106,10 @@ def _build_from_params(ae_params: Mapping[str, Any]) -> VideoAutoencoder:
     """``ae.type`` with the structural and tiling fields of ``ae`` that the type has."""
     if "type" not in ae_params:
         raise ValueError("ae.type is needed to build a VAE from a weights file")
-    out = ae_params.get("out_channels")
-    if out is not None and out != ae_params.get("in_channels", 3):
-        raise ValueError(f"ae.out_channels {out} must equal in_channels: decoders output them")
+    for name in ("out_channels", "out_ch"):
+        out = ae_params.get(name)
+        if out is not None and out != ae_params.get("in_channels", 3):
+            raise ValueError(f"ae.{name} {out} must equal in_channels: decoders output them")
     known = {f.name for f in dataclasses.fields(vae_config(ae_params["type"]))}
     fields = _fields(ae_params, _STRUCTURAL + _TILING)
     # Schema defaults such as layers_per_block also reach types that lack the field (DC-AE).

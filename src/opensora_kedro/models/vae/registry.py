@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from opensora_kedro.models.vae.autoencoder_2d import Autoencoder2D, Autoencoder2DConfig
 from opensora_kedro.models.vae.base import AutoencoderConfig, VideoAutoencoder
 from opensora_kedro.models.vae.causal_vae import CausalVAEConfig, CausalVideoVAE
 from opensora_kedro.models.vae.dc_ae import DCAE, DCAEConfig
@@ -69,6 +70,24 @@ VAE_REGISTRY: dict[str, VAESpec] = {
         ),
         "tiny DC-AE for CPU runs: 32x32 spatial, 4x temporal, 16 latent channels",
     ),
+    "autoencoder_2d": VAESpec(
+        Autoencoder2D,
+        Autoencoder2DConfig(),
+        "FLUX.1 image VAE (t2i2v's img_flux_ae): 8x8 spatial, per frame, 16 latent channels",
+    ),
+    "tiny_autoencoder_2d": VAESpec(
+        Autoencoder2D,
+        Autoencoder2DConfig(
+            latent_channels=4,
+            scaling_factor=1.0,
+            shift_factor=0.0,
+            ch=8,
+            ch_mult=(1, 2, 2, 2),
+            num_res_blocks=1,
+            norm_groups=4,
+        ),  # fmt: skip
+        "tiny FLUX-style image VAE for CPU runs: 8x8 spatial, per frame, 4 latent channels",
+    ),
 }
 
 
@@ -111,7 +130,7 @@ def build_vae(type: str, **overrides: object) -> VideoAutoencoder:
 
     Args:
         type: one of :func:`available_vaes` (``hunyuan_vae``, ``tiny_vae``, ``dc_ae``,
-            ``tiny_dc_ae``).
+            ``tiny_dc_ae``, ``autoencoder_2d``, ``tiny_autoencoder_2d``).
         **overrides: config fields of that type to change.
 
     Raises:
