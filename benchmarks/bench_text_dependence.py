@@ -47,15 +47,18 @@ def main() -> None:
     rows = table[table["num_frames"] >= 9].sample(args.clips, random_state=0)
     rows = rows.reset_index(drop=True)
     shuffled = rows.assign(
-        caption_hash=rows["caption_hash"].to_numpy()[np.random.default_rng(0).permutation(len(rows))]
+        caption_hash=rows["caption_hash"].to_numpy()[
+            np.random.default_rng(0).permutation(len(rows))
+        ]
     )
     losses = {}
     for name, clips in (("own captions", rows), ("shuffled captions", shuffled)):
         _, summary = diffusion_eval_loss(model, vae, text, clips, stage, 10)
         losses[name] = summary["loss"]
     explained = 1 - losses["own captions"] / losses["shuffled captions"]
+    shown = pd.Series(losses).round(4).to_dict()
     logger.info("%s on %d training clips: %s; text explains %.1f%% of the shuffled loss",
-                STAGE, len(rows), pd.Series(losses).round(4).to_dict(), 100 * explained)  # fmt: skip
+                STAGE, len(rows), shown, 100 * explained)  # fmt: skip
 
 
 if __name__ == "__main__":
