@@ -154,3 +154,17 @@ def test_side_by_side_grey_batched_and_chosen_frames():
     np.testing.assert_array_equal(image[..., 0], image[..., 2])
     with pytest.raises(ValueError, match="outside"):
         side_by_side(grey, grey, frames=[5])
+
+
+def test_kept_compares_what_the_clip_and_its_reconstruction_show():
+    from opensora_kedro.evaluation.vae import _kept
+    from opensora_kedro.video.render import ClipSpec, render_frames
+
+    def clip(colour: str, direction: str) -> torch.Tensor:
+        frames = render_frames(ClipSpec("c", colour, "circle", direction, 48, 48, 24.0, 9))
+        return torch.from_numpy(frames).permute(3, 0, 1, 2).float() / 127.5 - 1
+
+    same = clip("red", "left")
+    assert _kept(same, same) == {"colour_kept": 1.0, "direction_kept": 1.0}
+    assert _kept(same, clip("blue", "left")) == {"colour_kept": 0.0, "direction_kept": 1.0}
+    assert _kept(same, clip("red", "up")) == {"colour_kept": 1.0, "direction_kept": 0.0}

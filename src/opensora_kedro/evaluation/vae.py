@@ -11,8 +11,10 @@ import torch
 
 from opensora_kedro.data.clip_batches import fixed_bucket_keys, split_holdout
 from opensora_kedro.data.clip_dataset import ClipDataset
+from opensora_kedro.evaluation.frames import as_uint8_frames
 from opensora_kedro.evaluation.reconstruction import reconstruction_metrics, side_by_side
 from opensora_kedro.models.vae.loading import load_autoencoder
+from opensora_kedro.video.measure import dominant_colour, motion_direction
 
 logger = logging.getLogger(__name__)
 
@@ -21,7 +23,10 @@ logger = logging.getLogger(__name__)
 def evaluate_reconstruction(
     model_dir: str, table: pd.DataFrame, params: dict[str, Any]
 ) -> tuple[dict[str, float], Any]:
-    """Mean PSNR (dB) and SSIM over held-out clips, and a figure of side-by-side frames."""
+    """Mean PSNR (dB) and SSIM over held-out clips, the share of clips whose measured colour and
+    motion direction survive the round trip (``colour_kept`` / ``direction_kept``: what the
+    prompt-following figures can reach at most on the demo domain), and a figure of
+    side-by-side frames."""
     _, held = split_holdout(table, params["eval"]["holdout_fraction"])
     held = held.head(params["eval"]["max_clips"])
     vae = load_autoencoder({"from_pretrained": model_dir})
@@ -31,7 +36,8 @@ def evaluate_reconstruction(
     for key in fixed_bucket_keys(held, params):
         video = dataset[key]["video"].unsqueeze(0)
         reconstruction = vae(video)[0].clamp(-1, 1)
-        scores.append(reconstruction_metrics(video, reconstruction))
+        scores.append({**reconstruction_metrics(video, reconstruction),
+                       **_kept(video[0], reconstruction)})  # fmt: skip
         if len(images) < params["eval"]["images"]:
             images.append(side_by_side(video, reconstruction, frames=3))
     if not scores:
@@ -45,6 +51,15 @@ def evaluate_reconstruction(
         metrics["ssim"],
     )
     return metrics, _figure(images)
+
+
+def _kept(video: torch.Tensor, reconstruction: torch.Tensor) -> dict[str, float]:
+    """1.0 where the reconstruction measures the same colour / direction as the clip."""
+    before, after = as_uint8_frames(video), as_uint8_frames(reconstruction)
+    return {
+        "colour_kept": float(dominant_colour(before) == dominant_colour(after)),
+        "direction_kept": float(motion_direction(before) == motion_direction(after)),
+    }
 
 
 def _figure(images: list[np.ndarray]):

@@ -71,6 +71,9 @@ def test_trains_exports_and_evaluates(tmp_path, table):
     ]  # fmt: skip
     metrics = outputs["vae_metrics"].load()
     assert metrics["psnr"]["value"] > 0 and 0 < metrics["ssim"]["value"] <= 1
+    assert (
+        0 <= metrics["colour_kept"]["value"] <= 1 and 0 <= metrics["direction_kept"]["value"] <= 1
+    )
     assert outputs["vae_reconstructions"].load().axes
 
     # A longer run in the same folder resumes from step 3 instead of starting again.

@@ -135,15 +135,15 @@ def write_report(
     results: pd.DataFrame,
 ) -> tuple[str, dict[str, dict[str, float]]]:  # fmt: skip
     """The Markdown report (08_reporting) and the headline metrics for MLflow."""
+    reconstruction = {f"vae_{k}": v for k, v in vae.items() if k != "clips"}
     headline = {
         "diffusion_eval_loss": loss["loss"],
-        "vae_psnr": vae["psnr"],
-        "vae_ssim": vae["ssim"],
+        **reconstruction,
         **{k: v for k, v in following.items() if not k.startswith("chance_")},
     }
     shown = results.drop(columns=["parsed"], errors="ignore")
     report = markdown_report(
-        {"diffusion_eval_loss": loss["loss"], "vae_psnr": vae["psnr"], "vae_ssim": vae["ssim"],
+        {"diffusion_eval_loss": loss["loss"], **reconstruction,
          "vae_clips": vae.get("clips", np.nan), "diffusion_eval_clips": loss["samples"]},
         {"Prompt following (accuracy [95% interval]; unseen: combinations no training "
          "caption describes)": following_table(following),
