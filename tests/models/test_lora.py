@@ -21,14 +21,6 @@ from opensora_kedro.models.mmdit_loading import load_pretrained_mmdit
 LORA = {"r": 4, "lora_alpha": 8, "lora_dropout": 0.0, "target_modules": list(DEFAULT_TARGETS)}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _base(seed: int = 0):
     torch.manual_seed(seed)
     model = build_mmdit("tiny")

@@ -19,15 +19,6 @@ from opensora_kedro.models.mmdit import (
 from opensora_kedro.training.rectified_flow import flow_loss, prepare_visual_condition
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors gain nothing from a second thread on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _inputs(batch: int = 2, channels: int = 4, frames: int = 1, h: int = 8, w: int = 8):
     g = torch.Generator().manual_seed(0)
     return (

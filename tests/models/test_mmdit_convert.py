@@ -32,14 +32,6 @@ SMALL = MMDiTConfig(
 )  # fmt: skip
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _inputs(config: MMDiTConfig, frames: int = 2, h: int = 6, w: int = 4):
     g = torch.Generator().manual_seed(3)
     c = config.latent_channels
