@@ -22,6 +22,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -199,7 +200,9 @@ def word_targets(ids: torch.Tensor, special: list[int], size: int, seed: int) ->
     return torch.nn.functional.normalize(targets, dim=1) * size**0.5
 
 
-def fit_pooled_to_words(model, tokenizer, texts: list[str], steps: int, seed: int = 0) -> None:
+def fit_pooled_to_words(
+    model: torch.nn.Module, tokenizer: Any, texts: list[str], steps: int, seed: int = 0
+) -> None:
     """Fit ``model``'s pooled output to :func:`word_targets` of ``texts`` (mean squared error,
     full batch, Adam): the pooled vector then says which words the text holds.
 

@@ -87,8 +87,9 @@ def _generation_params(
 def evaluate_prompt_following(
     model_dir: str, vae_dir: str, table: pd.DataFrame, params: dict, inference: dict
 ) -> tuple[pd.DataFrame, dict[str, float], Image.Image, bytes]:
-    """Generate clips for prompts of the demo grammar the training captions lack, and measure
-    their colour and motion direction from the pixels against the prompt."""
+    """Generate clips for demo-grammar prompts of combinations the training captions lack
+    (unseen) and of trained ones (seen), and measure their colour and motion direction from
+    the pixels against the prompt."""
     options = params["prompt_following"]
     asked = evaluation_prompts(
         table["text"], options["num_unseen_prompts"], options["num_seen_prompts"], options["seed"]
@@ -125,7 +126,7 @@ def following_table(summary: dict[str, float]) -> pd.DataFrame:
             low, high = summary[f"{prefix}{name}_ci_low"], summary[f"{prefix}{name}_ci_high"]
             row[name] = f"{value:.0%} [{low:.0%}, {high:.0%}]" if row["n"] else "-"
         rows.append(row)
-    chance = {"prompts": "chance", "n": None, "both": f"{np.prod(list(CHANCE.values())):.0%}"}
+    chance = {"prompts": "chance", "n": "", "both": f"{np.prod(list(CHANCE.values())):.0%}"}
     rows.append({**chance, **{name: f"{value:.0%}" for name, value in CHANCE.items()}})
     return pd.DataFrame(rows, columns=["prompts", "n", "colour", "direction", "both"])
 
