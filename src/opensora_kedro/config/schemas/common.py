@@ -128,7 +128,24 @@ class TextEncoderParams(Params):
         return [(("from_pretrained",), self.from_pretrained)] if self.local_files_only else []
 
 
-class AutoencoderParams(Params):
+class PretrainedWeights:
+    """Rules of a group whose ``from_pretrained`` weights ``from_scratch`` can switch off."""
+
+    from_pretrained: str | None
+    from_scratch: bool
+
+    def inert_fields(self) -> list[tuple[tuple, str]]:
+        if self.from_scratch and self.from_pretrained:
+            return [(("from_pretrained",), "from_scratch is true: no weights are loaded")]
+        return []
+
+    def input_paths(self) -> list[tuple[tuple, str]]:
+        if self.from_pretrained and not self.from_scratch:
+            return [(("from_pretrained",), self.from_pretrained)]
+        return []
+
+
+class AutoencoderParams(PretrainedWeights, Params):
     """The video autoencoder whose latents the diffusion model learns."""
 
     type: Literal["hunyuan_vae", "dc_ae", "tiny_vae"] = Field(description="registered VAE type")
@@ -147,15 +164,6 @@ class AutoencoderParams(Params):
         None, description="overlap between neighbouring tiles"
     )
 
-    def inert_fields(self) -> list[tuple[tuple, str]]:
-        if self.from_scratch and self.from_pretrained:
-            return [(("from_pretrained",), "from_scratch is true: no weights are loaded")]
-        return []
-
-    def input_paths(self) -> list[tuple[tuple, str]]:
-        if self.from_pretrained and not self.from_scratch:
-            return [(("from_pretrained",), self.from_pretrained)]
-        return []
 
 
 class OptimizerParams(Params):

@@ -15,6 +15,7 @@ from opensora_kedro.config.schemas.common import (
     PluginConfigParams,
     PluginName,
     PositiveInt,
+    PretrainedWeights,
     Probability,
     bucket_frame_issues,
     plugin_issues,
@@ -22,7 +23,7 @@ from opensora_kedro.config.schemas.common import (
 from opensora_kedro.config.schemas.diffusion import VideoDatasetParams
 
 
-class VaeModelParams(Params):
+class VaeModelParams(PretrainedWeights, Params):
     """The autoencoder being trained: a registered type and size, with field overrides."""
 
     type: Literal["hunyuan_vae", "tiny_vae", "dc_ae", "tiny_dc_ae"] = Field(
@@ -55,15 +56,6 @@ class VaeModelParams(Params):
             return [(("config",), self.config, str(error))]
         return []
 
-    def inert_fields(self) -> list[tuple[tuple, str]]:
-        if self.from_scratch and self.from_pretrained:
-            return [(("from_pretrained",), "from_scratch is true: no weights are loaded")]
-        return []
-
-    def input_paths(self) -> list[tuple[tuple, str]]:
-        if self.from_pretrained and not self.from_scratch:
-            return [(("from_pretrained",), self.from_pretrained)]
-        return []
 
     @property
     def is_causal(self) -> bool:
