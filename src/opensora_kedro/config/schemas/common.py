@@ -129,10 +129,8 @@ class TextEncoderParams(Params):
 
 
 class PretrainedWeights:
-    """Rules of a group whose ``from_pretrained`` weights ``from_scratch`` can switch off."""
-
-    from_pretrained: str | None
-    from_scratch: bool
+    """Rules of a group whose ``from_pretrained`` weights ``from_scratch`` can switch off (the
+    group declares both fields)."""
 
     def inert_fields(self) -> list[tuple[tuple, str]]:
         if self.from_scratch and self.from_pretrained:
