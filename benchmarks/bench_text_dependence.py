@@ -35,6 +35,7 @@ def main() -> None:
     parser.add_argument("--env", default="local")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logger.setLevel(logging.INFO)  # Kedro's logging config (loaded by the session) keeps root quiet
     torch.set_num_threads(1)
     bootstrap_project(Path.cwd())
     with KedroSession.create(env=args.env) as session:
