@@ -163,7 +163,6 @@ class AutoencoderParams(PretrainedWeights, Params):
     )
 
 
-
 class OptimizerParams(Params):
     """The optimizer (Open-Sora: HybridAdam in AdamW mode)."""
 

@@ -56,7 +56,6 @@ class VaeModelParams(PretrainedWeights, Params):
             return [(("config",), self.config, str(error))]
         return []
 
-
     @property
     def is_causal(self) -> bool:
         return self.type in ("hunyuan_vae", "tiny_vae")
