@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
-from typing import Literal, overload
+from typing import Literal, get_args, overload
 
 import pandas as pd
 
@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_FPS = 24
 DEFAULT_MOTION_SCORE = 4
 SuffixStyle = Literal["opensora", "training"]
-SUFFIX_STYLES: tuple[str, ...] = ("opensora", "training")
+SUFFIX_STYLES: tuple[str, ...] = get_args(SuffixStyle)
 _FPS_SUFFIX = re.compile(r"\d+ FPS\.$")
 
 
