@@ -28,8 +28,20 @@ def _spec(tmp_path, **params):
     )
 
 
+def test_workers_get_only_variables_bash_can_export():
+    import sys
+    from pathlib import Path
+
+    from opensora_kedro.training.launcher import worker_env
+
+    env = worker_env({"HOME": "/h", "-*-command-variables-*-": "ARGS=-q", "PATH": "/usr/bin"})
+    assert set(env) == {"HOME", "PATH", "PYTHONUNBUFFERED"}
+    assert env["PATH"].split(os.pathsep) == [str(Path(sys.executable).parent), "/usr/bin"]
+
+
 @pytest.mark.slow
-def test_two_workers_train_checkpoint_and_resume(tmp_path):
+def test_two_workers_train_checkpoint_and_resume(tmp_path, monkeypatch):
+    monkeypatch.setenv("-*-command-variables-*-", "ARGS=-q")  # what `make test ARGS=...` sets
     first = launch(_spec(tmp_path, max_steps=4), LAUNCHER)
     assert first["update_steps"] == 4 and first["checkpoint"].endswith("step-00000004")
     second = launch(_spec(tmp_path, max_steps=6), LAUNCHER)

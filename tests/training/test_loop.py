@@ -109,6 +109,19 @@ def test_a_resume_on_a_changed_training_table_stops_and_says_how_to_go_on(tmp_pa
         assert _trainer(tmp_path, "table-b").resume(force=True)
 
 
+def test_a_resume_into_another_model_stops_and_says_how_to_go_on(tmp_path):
+    from opensora_kedro.training.distributed import process_group
+    from opensora_kedro.training.loop import CheckpointModelMismatchError
+
+    with process_group():
+        _trainer(tmp_path, "table", max_steps=2).fit()
+        with pytest.raises(CheckpointModelMismatchError) as error:
+            _trainer(tmp_path, "table", toy_hidden=32).resume()
+    message = str(error.value)
+    assert "step-00000002" in message and "0.weight (16, 8) -> (32, 8)" in message
+    assert "resume=false" in message
+
+
 def test_the_table_fingerprint_ignores_where_the_folder_lies_but_not_the_content():
     import pandas as pd
 

@@ -49,7 +49,8 @@ class ToyTask:
         self.params = params
 
     def build_model(self) -> nn.Module:
-        return nn.Sequential(nn.Linear(8, 16), nn.Dropout(0.1), nn.Linear(16, 1))
+        hidden = self.params.get("toy_hidden", 16)
+        return nn.Sequential(nn.Linear(8, hidden), nn.Dropout(0.1), nn.Linear(hidden, 1))
 
     def build_data(self, rank: int, world_size: int):
         rows = self.params.get("toy_rows", ROWS)

@@ -6,12 +6,14 @@ import importlib
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ logger = logging.getLogger(__name__)
 READY_FILE = "ready"  # written by rank 0 once every worker joined the process group
 RESULT_FILE = "result.json"
 TAIL_LINES = 40
+_SHELL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # what bash can export
 
 
 @dataclass
@@ -126,6 +129,16 @@ def _worker_error(job_dir: Path, tail: deque) -> str:
     return "\n".join(tail)
 
 
+def worker_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment ``colossalai run`` gets: this Python's ``bin`` first on ``PATH`` (it
+    calls ``torchrun`` through the shell) and only variables bash can ``export`` (make, for
+    one, passes ``-*-command-variables-*-``, on which the workers' shell line fails)."""
+    env = {name: value for name, value in environ.items() if _SHELL_NAME.fullmatch(name)}
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), environ.get("PATH", "")])
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
 def _launch_workers(spec: JobSpec, launcher: dict[str, Any]) -> dict[str, Any]:
     job_dir = spec.job_dir
     job_dir.mkdir(parents=True, exist_ok=True)
@@ -140,11 +153,8 @@ def _launch_workers(spec: JobSpec, launcher: dict[str, Any]) -> dict[str, Any]:
         launcher["nproc_per_node"],
         " ".join(command),
     )
-    # `colossalai run` calls `torchrun` through the shell: it must find this environment's.
-    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    env = {**os.environ, "PATH": path, "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               env=env, start_new_session=True)  # fmt: skip
+                               env=worker_env(os.environ), start_new_session=True)  # fmt: skip
     tail: deque = deque(maxlen=TAIL_LINES)
     reader = threading.Thread(target=_relay, args=(process.stdout, tail), daemon=True)
     reader.start()

@@ -271,6 +271,7 @@ class Trainer:
         if is_lora(self.module):  # the base weights came from from_pretrained again
             load_adapter_state(self.module, state["model"])
         else:
+            _check_model_fits(latest, state["model"], self.module.state_dict())
             self.module.load_state_dict(state["model"])
         if hasattr(self.model, "update_master_params"):  # ZeRO keeps fp32 masters apart
             self.model.update_master_params()
@@ -444,6 +445,39 @@ class TrainingDataChangedError(UserConfigError):
                 "or continue anyway: --params <group>.force_resume=true",
             ],
         )
+
+
+class CheckpointModelMismatchError(UserConfigError):
+    """A resume would load a checkpoint of another model than the configured one."""
+
+    def __init__(self, checkpoint: Path, differences: list[str]) -> None:
+        super().__init__(
+            "the checkpoint this run would resume from holds another model than the configured one",
+            [
+                f"{checkpoint}: " + "; ".join(differences[:5])
+                + (f"; and {len(differences) - 5} more" if len(differences) > 5 else ""),
+                "the model's parameters changed since that run: start afresh with "
+                "--params <group>.resume=false (earlier checkpoints are moved aside, not deleted)",
+            ],
+        )  # fmt: skip
+
+
+def _check_model_fits(checkpoint: Path, saved: dict, own: dict) -> None:
+    """Raise :class:`CheckpointModelMismatchError` when ``saved`` does not fit ``own``."""
+    missing = sorted(set(own) - set(saved))
+    unexpected = sorted(set(saved) - set(own))
+    reshaped = [
+        f"{key} {tuple(saved[key].shape)} -> {tuple(own[key].shape)}"
+        for key in sorted(set(saved) & set(own))
+        if saved[key].shape != own[key].shape
+    ]
+    differences = [
+        *(f"{len(keys)} {what} tensor(s), e.g. {keys[0]}"
+          for keys, what in ((missing, "missing"), (unexpected, "unexpected")) if keys),
+        *reshaped,
+    ]  # fmt: skip
+    if differences:
+        raise CheckpointModelMismatchError(checkpoint, differences)
 
 
 def train_and_export(
