@@ -9,6 +9,10 @@ from tests.config.conftest import CPU
 ORIGIN = "conf/local/parameters_bad.yml"
 S1 = "diffusion_stage1"
 
+# A VAE type other than conf/local's: its config fields go with it.
+DC_AE = {"type": "tiny_dc_ae", "config": {"_delete_": True}}
+CAUSAL = {"type": "tiny_vae", "config": {"_delete_": True}}
+
 CASES = [
     # wrong types
     ({S1: {"optim": {"lr": "fast"}}}, "diffusion_stage1.optim.lr", "valid number"),
@@ -33,7 +37,7 @@ CASES = [
     ({S1: {"probe": {"max_batch": 0}}}, "diffusion_stage1.probe.max_batch", "greater than 0"),
     ({"demo_data": {"sizes": [[97, 64]]}}, "demo_data.sizes.0", "even width and height"),
     ({"inference_256px": {"batch_size": 0}}, "inference_256px.batch_size", "greater than 0"),
-    ({"inference_256px": {"sampling_option": {"num_frames": 32}}},
+    ({"inference_256px": {"sampling_option": {"num_frames": 32, "is_causal_vae": True}}},
      "inference_256px.sampling_option.num_frames", "4k+1"),  # fmt: skip
     ({"inference_256px": {"sampling_option": {"aspect_ratio": "wide"}}},
      "inference_256px.sampling_option.aspect_ratio", "invalid aspect ratio"),  # fmt: skip
@@ -78,12 +82,17 @@ CASES = [
      "diffusion_stage1.bucket_config.96px", "valid integer"),  # fmt: skip
     ({S1: {"bucket_config": {"_delete_": True, "96px": {9: 1.0}}}},
      "diffusion_stage1.bucket_config.96px.9", "valid"),  # fmt: skip
-    ({S1: {"bucket_config": {"_delete_": True, "96px": {8: [1.0, 2]}}}},
+    ({S1: {"bucket_config": {"_delete_": True, "96px": {8: [1.0, 2]}}, "is_causal_vae": True}},
      "diffusion_stage1.bucket_config.96px.8", "4k+1"),  # fmt: skip
     ({S1: {"bucket_config": {"_delete_": True, "96px": {9: [[0.5, 1.2], 2]}}}},
      "diffusion_stage1.bucket_config.96px.9", "less than or equal to 1"),  # fmt: skip
-    ({"vae_training": {"bucket_config": {"_delete_": True, "96px": {9: [1.0, 1]}}, "model": {"type": "tiny_dc_ae"}}},
-     "vae_training.bucket_config.96px.9", "multiple of the temporal compression"),  # fmt: skip
+    ({"vae_training": {"bucket_config": {"_delete_": True, "96px": {9: [1.0, 1]}}, "model": DC_AE,
+                       "mixed_image_ratio": 0.0}},
+     "vae_training.bucket_config.96px.9", "a multiple of 4 frames"),  # fmt: skip
+    ({"vae_training": {"bucket_config": {"_delete_": True, "96px": {8: [1.0, 1]}}, "model": CAUSAL}},
+     "vae_training.bucket_config.96px.8", "tiny_vae encodes 4k+1 frames"),  # fmt: skip
+    ({"vae_training": {"mixed_image_ratio": 0.2, "model": DC_AE}},
+     "vae_training.mixed_image_ratio", "image steps need single frames"),  # fmt: skip
     ({"vae_training": {"model": {"config": {"latent_channel": 4}}}},
      "vae_training.model.config", "unknown config field"),  # fmt: skip
     # conditioning weights

@@ -35,7 +35,8 @@ def evaluate_reconstruction(
     scores, images = [], []
     for key in fixed_bucket_keys(held, params):
         video = dataset[key]["video"].unsqueeze(0)
-        reconstruction = vae(video)[0].clamp(-1, 1)
+        # As trained: a VAE trained on its posterior means has an untrained posterior spread.
+        reconstruction = vae(video, sample=params["sample_posterior"])[0].clamp(-1, 1)
         scores.append({**reconstruction_metrics(video, reconstruction),
                        **_kept(video[0], reconstruction)})  # fmt: skip
         if len(images) < params["eval"]["images"]:

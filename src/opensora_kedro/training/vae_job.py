@@ -50,6 +50,7 @@ class VaeTask:
             kl_loss_weight=loss["kl_loss_weight"],
             perceptual_weights_path=loss["perceptual_weights_path"],
             l2_loss_weight=loss["l2_loss_weight"],
+            l1_loss_weight=loss["l1_loss_weight"],
         )
         self.p_image = 0.0
 

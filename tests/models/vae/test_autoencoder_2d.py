@@ -3,6 +3,7 @@ computation over those tensors, and loading from Open-Sora's parameter names."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
@@ -133,3 +134,24 @@ def test_matches_a_plain_computation_and_loads_from_open_soras_parameters(tmp_pa
         torch.testing.assert_close(loaded.decode(latent), decoded.unflatten(0, (2, 3)).permute(0, 2, 1, 3, 4),
                                    atol=1e-5, rtol=1e-4)  # fmt: skip
     assert latent.shape == (2, 4, 3, 4, 4) and loaded.spatial_compression == 2
+
+
+def test_residual_shortcut_adds_block_averages_and_no_parameters():
+    torch.manual_seed(0)
+    config = {**TINY, "latent_channels": 3, "scaling_factor": 1.0, "shift_factor": 0.0}
+    plain = build_vae("autoencoder_2d", **config)
+    shortcut = build_vae("autoencoder_2d", **config, residual_shortcut=True)
+    shortcut.load_state_dict(plain.state_dict())  # the same tensors, strictly
+    x = torch.rand(1, 3, 2, 8, 8) * 2 - 1
+    with torch.no_grad():
+        # the latent mean gains each 2x2 block's average colour; the decoder its nearest copy
+        blocks = F.avg_pool3d(x, (1, 2, 2))
+        torch.testing.assert_close(shortcut.encode(x), plain.encode(x) + blocks)
+        z = torch.randn(1, 3, 2, 4, 4)
+        nearest = F.interpolate(z, scale_factor=(1, 2, 2), mode="nearest")
+        torch.testing.assert_close(shortcut.decode(z), plain.decode(z) + nearest)
+
+
+def test_residual_shortcut_needs_latent_channels_that_divide_a_block():
+    with pytest.raises(ValueError, match="latent_channels 5 must divide it"):
+        build_vae("autoencoder_2d", **{**TINY, "latent_channels": 5}, residual_shortcut=True)

@@ -134,3 +134,12 @@ def test_optional_squared_error_term():
     per_sample = 3 * 8 * 8
     assert float(with_l2["l2"]) == pytest.approx(0.25 * per_sample)
     assert float(with_l2["total"]) == pytest.approx(0.5 * per_sample + 2.0 * 0.25 * per_sample)
+
+
+def test_l1_weight_scales_the_reconstruction_term():
+    x = torch.zeros(1, 3, 1, 4, 4)
+    reconstruction = torch.full_like(x, 0.5)
+    terms = VAELoss(perceptual_loss_weight=0.0, kl_loss_weight=0.0, l2_loss_weight=1.0,
+                    l1_loss_weight=0.0)(x, reconstruction)  # fmt: skip
+    assert float(terms["reconstruction"]) == pytest.approx(0.5 * 48)  # reported, not counted
+    assert float(terms["total"]) == pytest.approx(0.25 * 48)

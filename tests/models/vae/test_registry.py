@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import struct
+from typing import get_args
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
+from opensora_kedro.config.schemas.common import VaeType
 from opensora_kedro.models.vae import (
     DCAE,
     VAE_REGISTRY,
@@ -27,6 +29,10 @@ def test_available_types():
     assert available_vaes() == (
         "hunyuan_vae", "tiny_vae", "dc_ae", "tiny_dc_ae", "autoencoder_2d", "tiny_autoencoder_2d",
     )  # fmt: skip
+
+
+def test_parameter_schemas_accept_every_registered_type():
+    assert get_args(VaeType) == available_vaes()
 
 
 @pytest.mark.parametrize(

@@ -38,9 +38,10 @@ def _run(chain, **lora):
     return params
 
 
-def _sample_inputs():
+def _sample_inputs(model: dict):
     g = torch.Generator().manual_seed(0)
-    return (torch.randn(1, 4, 1, 4, 4, generator=g), torch.randn(1, 3, 64, generator=g),
+    channels = model["in_channels"] // model["patch_size"] ** 2  # conf/local's latent channels
+    return (torch.randn(1, channels, 1, 4, 4, generator=g), torch.randn(1, 3, 64, generator=g),
             torch.randn(1, 64, generator=g), torch.rand(1, generator=g))  # fmt: skip
 
 
@@ -63,13 +64,15 @@ def test_finetune_trains_adapters_on_the_pretrained_weights(trained_chain):
 
     model_params = {**params["model"], "from_pretrained": str(folder)}
     with torch.no_grad():
-        tuned = load_mmdit(model_params)(*_sample_inputs())  # base + lora/, as inference loads
+        tuned = load_mmdit(model_params)(
+            *_sample_inputs(model_params)
+        )  # base + lora/, as inference loads
         plain = load_mmdit({**model_params, "from_pretrained": str(folder / "model.safetensors")})
-        assert (tuned - plain(*_sample_inputs())).abs().max() > 0
+        assert (tuned - plain(*_sample_inputs(model_params))).abs().max() > 0
 
     # again with merge: resumes at the last checkpoint (nothing left to train), exports merged
     _run(trained_chain, merge=True)
     assert not (folder / "lora").exists()
     with torch.no_grad():
-        merged = load_mmdit(model_params)(*_sample_inputs())
+        merged = load_mmdit(model_params)(*_sample_inputs(model_params))
     torch.testing.assert_close(merged, tuned, atol=1e-6, rtol=1e-5)

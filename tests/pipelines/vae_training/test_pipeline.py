@@ -12,6 +12,7 @@ from opensora_kedro.config.schemas.vae import VaeTrainingParams
 from opensora_kedro.data.clip_batches import split_holdout
 from opensora_kedro.datasets.model_dir import ModelDirDataset
 from opensora_kedro.datasets.run_dir import RunDirectoryDataset
+from opensora_kedro.evaluation.vae import evaluate_reconstruction
 from opensora_kedro.models.vae.loading import load_autoencoder
 from opensora_kedro.pipelines.vae_training import create_pipeline
 from opensora_kedro.training.vae_job import latent_statistics
@@ -75,6 +76,12 @@ def test_trains_exports_and_evaluates(tmp_path, table):
         0 <= metrics["colour_kept"]["value"] <= 1 and 0 <= metrics["direction_kept"]["value"] <= 1
     )
     assert outputs["vae_reconstructions"].load().axes
+    # Reconstructed as trained: a VAE trained on posterior means is evaluated on them.
+    model_dir = str(tmp_path / "vae")
+    means, _ = evaluate_reconstruction(model_dir, table, _params(sample_posterior=False))
+    again, _ = evaluate_reconstruction(model_dir, table, _params(sample_posterior=False))
+    sampled, _ = evaluate_reconstruction(model_dir, table, _params(sample_posterior=True))
+    assert means == again and means["psnr"] != sampled["psnr"]
 
     # A longer run in the same folder resumes from step 3 instead of starting again.
     SequentialRunner().run(create_pipeline(), _catalog(tmp_path, table, _params(max_steps=4)))

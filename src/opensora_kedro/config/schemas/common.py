@@ -143,10 +143,16 @@ class PretrainedWeights:
         return []
 
 
+# Every type in models/vae/registry.py (a test keeps the two equal).
+VaeType = Literal[
+    "hunyuan_vae", "tiny_vae", "dc_ae", "tiny_dc_ae", "autoencoder_2d", "tiny_autoencoder_2d"
+]
+
+
 class AutoencoderParams(PretrainedWeights, Params):
     """The video autoencoder whose latents the diffusion model learns."""
 
-    type: Literal["hunyuan_vae", "dc_ae", "tiny_vae"] = Field(description="registered VAE type")
+    type: VaeType = Field(description="registered VAE type")
     from_pretrained: str | None = Field(None, description="checkpoint to load, or null")
     from_scratch: bool = Field(False, description="build without loading weights")
     in_channels: PositiveInt = Field(3, description="channels of the input video")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field
 
@@ -17,18 +17,20 @@ from opensora_kedro.config.schemas.common import (
     PositiveInt,
     PretrainedWeights,
     Probability,
+    VaeType,
     bucket_frame_issues,
     plugin_issues,
 )
 from opensora_kedro.config.schemas.diffusion import VideoDatasetParams
 
+if TYPE_CHECKING:
+    from opensora_kedro.models.vae.base import VideoAutoencoder
+
 
 class VaeModelParams(PretrainedWeights, Params):
     """The autoencoder being trained: a registered type and size, with field overrides."""
 
-    type: Literal["hunyuan_vae", "tiny_vae", "dc_ae", "tiny_dc_ae"] = Field(
-        description="registered VAE (models/vae/registry.py)"
-    )
+    type: VaeType = Field(description="registered VAE (models/vae/registry.py)")
     from_scratch: bool = Field(True, description="initialise randomly, ignoring from_pretrained")
     from_pretrained: str | None = Field(None, description="safetensors weights to start from")
     config: dict[str, Any] = Field(
@@ -56,9 +58,18 @@ class VaeModelParams(PretrainedWeights, Params):
             return [(("config",), self.config, str(error))]
         return []
 
-    @property
-    def is_causal(self) -> bool:
-        return self.type in ("hunyuan_vae", "tiny_vae")
+    def meta_model(self) -> VideoAutoencoder | None:
+        """The configured model built on the meta device (no memory, no time): its frame
+        rules. None when the config does not build (``cross_checks`` reports why)."""
+        import torch
+
+        from opensora_kedro.models.vae.registry import build_vae
+
+        try:
+            with torch.device("meta"):
+                return build_vae(self.type, **self.config)
+        except (ValueError, TypeError):
+            return None
 
 
 class VaeLossParams(Params):
@@ -68,6 +79,9 @@ class VaeLossParams(Params):
     kl_loss_weight: Annotated[float, Field(ge=0)] = Field(0.0, description="KL weight")
     l2_loss_weight: Annotated[float, Field(ge=0)] = Field(
         0.0, description="squared-error weight (not Open-Sora's; helps when LPIPS is off)"
+    )
+    l1_loss_weight: Annotated[float, Field(ge=0)] = Field(
+        1.0, description="L1 weight (Open-Sora: 1)"
     )
     perceptual_weights_path: str | None = Field(
         None, description="local LPIPS weights (safetensors); none: the term is off, with a warning"
@@ -132,17 +146,14 @@ class VaeTrainingParams(Params):
 
     def cross_checks(self, context: dict[str, Any]) -> list[tuple[tuple, Any, str]]:
         issues = []
-        if self.model.is_causal:
-            issues += bucket_frame_issues(
-                self.bucket_config, "a causal VAE needs 4k+1 frames", lambda t: (t - 1) % 4 == 0
-            )
-        else:
-            step = 4  # the temporal compression of every registered non-causal VAE
-            issues += bucket_frame_issues(
-                self.bucket_config,
-                f"must be 1 or a multiple of the temporal compression {step}",
-                lambda t: t == 1 or t % step == 0,
-            )
+        vae = self.model.meta_model()
+        if vae is not None:
+            rule = f"{self.model.type} encodes {vae.num_frames_rule} frames"
+            issues += bucket_frame_issues(self.bucket_config, rule, vae.valid_num_frames)
+            image_steps = self.mixed_strategy == "mixed_video_image" and self.mixed_image_ratio > 0
+            if image_steps and not vae.valid_num_frames(1):
+                rule = f"image steps need single frames; {rule} (set 0)"
+                issues.append((("mixed_image_ratio",), self.mixed_image_ratio, rule))
         return issues + plugin_issues(
             self.plugin, self.plugin_config, None, context.get("world_size", 1)
         )

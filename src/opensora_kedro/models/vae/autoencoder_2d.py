@@ -5,6 +5,12 @@ channels, no temporal compression (each frame is coded on its own), one self-att
 in the middle of the encoder and of the decoder. Latents are scaled as
 ``(z - shift_factor) * scaling_factor`` (FLUX.1-dev: 0.1159 and 0.3611).
 
+``residual_shortcut`` adds DC-AE's non-parametric residual shortcuts around the whole encoder
+and decoder (space-to-channel averaging of the pixels into the latent mean, channel duplication
+of the latent back to pixels): the latent starts as a block average of the colours and the
+network learns what that misses. A latent that simple is one a small diffusion model learns
+quickly. The shortcuts have no parameters, so the released weights load either way.
+
 Tensor names follow the released ``ae.safetensors`` (``encoder.down.N.block.M.norm1`` ...,
 ``decoder.up.N.upsample.conv``), so the file loads strictly as it is.
 """
@@ -13,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -20,7 +27,9 @@ from opensora_kedro.models.vae.base import (
     AutoencoderConfig,
     DiagonalGaussianDistribution,
     VideoAutoencoder,
+    run_block,
 )
+from opensora_kedro.models.vae.dc_ae import ChannelDuplicatingToSpace, SpaceToChannelAveraging
 
 
 @dataclass
@@ -32,6 +41,9 @@ class Autoencoder2DConfig(AutoencoderConfig):
         ch_mult: channel multiplier per level; each level but the last halves H and W.
         num_res_blocks: residual blocks per encoder level (decoder levels have one more).
         norm_groups: groups of every GroupNorm.
+        gradient_checkpointing: recompute residual blocks in backward to save memory.
+        residual_shortcut: add DC-AE's parameter-free shortcuts around encoder and decoder
+            (``in_channels * compression**2`` must be a multiple of ``latent_channels``).
     """
 
     latent_channels: int = 16
@@ -41,6 +53,8 @@ class Autoencoder2DConfig(AutoencoderConfig):
     ch_mult: tuple[int, ...] = (1, 2, 4, 4)
     num_res_blocks: int = 2
     norm_groups: int = 32
+    gradient_checkpointing: bool = False
+    residual_shortcut: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -48,6 +62,11 @@ class Autoencoder2DConfig(AutoencoderConfig):
         if not self.ch_mult or any(w % self.norm_groups for w in widths):
             raise ValueError(f"every level width {widths} must be divisible by norm_groups "
                              f"{self.norm_groups}")  # fmt: skip
+        pixels = self.in_channels * 4 ** (len(self.ch_mult) - 1)
+        if self.residual_shortcut and pixels % self.latent_channels:
+            raise ValueError(f"residual_shortcut averages the {pixels} pixel values of a "
+                             f"latent position: latent_channels {self.latent_channels} must "
+                             "divide it")  # fmt: skip
 
 
 def _norm(channels: int, groups: int) -> nn.GroupNorm:
@@ -143,6 +162,7 @@ class Encoder2D(nn.Module):
     def __init__(self, c: Autoencoder2DConfig) -> None:
         super().__init__()
         g, widths = c.norm_groups, [c.ch * m for m in c.ch_mult]
+        self.ckpt = c.gradient_checkpointing
         self.conv_in = nn.Conv2d(c.in_channels, c.ch, 3, padding=1)
         self.down = nn.ModuleList()
         width = c.ch
@@ -162,7 +182,7 @@ class Encoder2D(nn.Module):
         h = self.conv_in(x)
         for level in self.down:
             for block in level.block:
-                h = block(h)
+                h = run_block(block, h, self.ckpt)
             if hasattr(level, "downsample"):
                 h = level.downsample(h)
         h = _run_middle(self.mid, h)
@@ -175,6 +195,7 @@ class Decoder2D(nn.Module):
     def __init__(self, c: Autoencoder2DConfig) -> None:
         super().__init__()
         g, widths = c.norm_groups, [c.ch * m for m in c.ch_mult]
+        self.ckpt = c.gradient_checkpointing
         width = widths[-1]
         self.conv_in = nn.Conv2d(c.latent_channels, width, 3, padding=1)
         self.mid = _middle(width, g)
@@ -194,7 +215,7 @@ class Decoder2D(nn.Module):
         h = _run_middle(self.mid, self.conv_in(z))
         for level in reversed(self.up):
             for block in level.block:
-                h = block(h)
+                h = run_block(block, h, self.ckpt)
             if hasattr(level, "upsample"):
                 h = level.upsample(h)
         return self.conv_out(F.silu(self.norm_out(h)))
@@ -207,6 +228,13 @@ class Autoencoder2D(VideoAutoencoder):
         super().__init__(config)
         self.encoder = Encoder2D(config)
         self.decoder = Decoder2D(config)
+        self.shortcuts = None
+        if config.residual_shortcut:
+            c, z, f = config.in_channels, config.latent_channels, self.spatial_compression
+            self.shortcuts = (
+                SpaceToChannelAveraging(c, z, 1, f),
+                ChannelDuplicatingToSpace(z, c, 1, f),
+            )
 
     @property
     def spatial_compression(self) -> int:
@@ -230,10 +258,15 @@ class Autoencoder2D(VideoAutoencoder):
         return out.unflatten(0, (b, t)).permute(0, 2, 1, 3, 4)
 
     def _encode_tile(self, x: Tensor) -> Tensor:
-        return self._per_frame(self.encoder, x)
+        moments = self._per_frame(self.encoder, x)
+        if self.shortcuts is None:
+            return moments
+        mean, logvar = moments.chunk(2, dim=1)
+        return torch.cat([mean + self.shortcuts[0](x), logvar], dim=1)
 
     def _decode_tile(self, z: Tensor) -> Tensor:
-        return self._per_frame(self.decoder, z)
+        x = self._per_frame(self.decoder, z)
+        return x if self.shortcuts is None else x + self.shortcuts[1](z)
 
     def _posterior(self, moments: Tensor) -> DiagonalGaussianDistribution:
         return DiagonalGaussianDistribution(moments)

@@ -261,6 +261,14 @@ class VideoAutoencoder(nn.Module, ABC):
             return num_frames >= 1 and (num_frames - 1) % tc == 0
         return num_frames >= tc and num_frames % tc == 0
 
+    @property
+    def num_frames_rule(self) -> str:
+        """What :meth:`valid_num_frames` accepts, in words (``"4k+1"``, ``"a multiple of 4"``)."""
+        tc = self.temporal_compression
+        if tc == 1:
+            return "any number of"
+        return f"{tc}k+1" if self.is_causal else f"a multiple of {tc}"
+
     def latent_shape(self, num_frames: int, height: int, width: int) -> tuple[int, int, int]:
         """``(T_lat, H_lat, W_lat)`` of a clip; ValueError if the clip cannot be encoded."""
         self._check_pixel_shape(num_frames, height, width)
@@ -275,9 +283,9 @@ class VideoAutoencoder(nn.Module, ABC):
 
     def _check_pixel_shape(self, num_frames: int, height: int, width: int) -> None:
         if not self.valid_num_frames(num_frames):
-            rule = "4k+1" if self.is_causal else "a multiple of 4"
-            rule = rule.replace("4", str(self.temporal_compression))
-            raise ValueError(f"{type(self).__name__} needs T = {rule} frames, got {num_frames}")
+            raise ValueError(
+                f"{type(self).__name__} needs T = {self.num_frames_rule} frames, got {num_frames}"
+            )
         s = self.spatial_compression
         if height % s or width % s or height < s or width < s:
             raise ValueError(

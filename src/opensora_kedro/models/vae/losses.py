@@ -152,14 +152,15 @@ def _frames(video: Tensor) -> Tensor:
 
 
 class VAELoss(nn.Module):
-    """L1 + ``perceptual_loss_weight`` * LPIPS + ``kl_loss_weight`` * KL, reduced as Open-Sora
-    does: summed over every element and divided by the batch size.
+    """``l1_loss_weight`` * L1 + ``perceptual_loss_weight`` * LPIPS + ``kl_loss_weight`` * KL,
+    reduced as Open-Sora does: summed over every element and divided by the batch size.
 
     Args:
         perceptual_loss_weight: weight of LPIPS (0.5 in Open-Sora's DC-AE config).
         kl_loss_weight: weight of the KL term (brief: class default 5e-4; 0 for DC-AE).
         l2_loss_weight: weight of a squared-error term (not in Open-Sora, 0 there): without
             the perceptual term, L1 alone settles on the background of small-object clips.
+        l1_loss_weight: weight of the L1 term (1 in Open-Sora).
         perceptual_weights_path: local safetensors file of LPIPS weights; ``None`` or a
             missing file switches the perceptual term off (with a warning).
     """
@@ -170,9 +171,10 @@ class VAELoss(nn.Module):
         kl_loss_weight: float = 5e-4,
         perceptual_weights_path: str | Path | None = None,
         l2_loss_weight: float = 0.0,
+        l1_loss_weight: float = 1.0,
     ) -> None:
         super().__init__()
-        self.l2_loss_weight = l2_loss_weight
+        self.l1_loss_weight, self.l2_loss_weight = l1_loss_weight, l2_loss_weight
         self.perceptual_loss_weight = perceptual_loss_weight
         self.kl_loss_weight = kl_loss_weight
         self.lpips = self._load_lpips(perceptual_weights_path, perceptual_loss_weight)
@@ -202,8 +204,8 @@ class VAELoss(nn.Module):
 
         Returns:
             ``reconstruction`` (L1), ``perceptual`` (LPIPS, 0 when off), ``kl`` (0 without a
-            posterior), each unweighted and reduced as sum / B, and ``total`` =
-            ``reconstruction + perceptual_loss_weight * perceptual + kl_loss_weight * kl``.
+            posterior), ``l2``, each unweighted and reduced as sum / B, and ``total``, their
+            weighted sum.
         """
         batch = x.shape[0]
         frames, rec_frames = _frames(x), _frames(reconstruction)
@@ -221,8 +223,12 @@ class VAELoss(nn.Module):
             if self.l2_loss_weight
             else l1.new_zeros(())
         )
-        total = l1 + self.perceptual_loss_weight * perceptual + self.kl_loss_weight * kl
-        total = total + self.l2_loss_weight * l2
+        total = (
+            self.l1_loss_weight * l1
+            + self.l2_loss_weight * l2
+            + self.perceptual_loss_weight * perceptual
+            + self.kl_loss_weight * kl
+        )
         return {"reconstruction": l1, "l2": l2, "perceptual": perceptual, "kl": kl, "total": total}
 
 
