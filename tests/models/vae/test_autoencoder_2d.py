@@ -155,3 +155,15 @@ def test_residual_shortcut_adds_block_averages_and_no_parameters():
 def test_residual_shortcut_needs_latent_channels_that_divide_a_block():
     with pytest.raises(ValueError, match="latent_channels 5 must divide it"):
         build_vae("autoencoder_2d", **{**TINY, "latent_channels": 5}, residual_shortcut=True)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 2, 8, 8) * 2 - 1
+    plain = build_vae("autoencoder_2d", **TINY)
+    checkpointed = build_vae("autoencoder_2d", **TINY, gradient_checkpointing=True)
+    checkpointed.load_state_dict(plain.state_dict())
+    for vae in (plain, checkpointed):
+        vae(x, sample=False)[0].square().mean().backward()
+    for a, b in zip(plain.parameters(), checkpointed.parameters(), strict=True):
+        torch.testing.assert_close(a.grad, b.grad)
