@@ -163,7 +163,12 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     plain = build_vae("autoencoder_2d", **TINY)
     checkpointed = build_vae("autoencoder_2d", **TINY, gradient_checkpointing=True)
     checkpointed.load_state_dict(plain.state_dict())
+    calls = []
     for vae in (plain, checkpointed):
+        block = vae.encoder.down[0].block[0]
+        block.register_forward_hook(lambda *_, name=vae: calls.append(name))
         vae(x, sample=False)[0].square().mean().backward()
     for a, b in zip(plain.parameters(), checkpointed.parameters(), strict=True):
         torch.testing.assert_close(a.grad, b.grad)
+    # recomputed in backward instead of stored
+    assert calls.count(plain) == 1 and calls.count(checkpointed) == 2
