@@ -166,7 +166,7 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     calls = []
     for vae in (plain, checkpointed):
         block = vae.encoder.down[0].block[0]
-        block.register_forward_hook(lambda *_, name=vae: calls.append(name))
+        block.register_forward_pre_hook(lambda *_, name=vae: calls.append(name))
         vae(x, sample=False)[0].square().mean().backward()
     for a, b in zip(plain.parameters(), checkpointed.parameters(), strict=True):
         torch.testing.assert_close(a.grad, b.grad)
