@@ -228,13 +228,12 @@ class Autoencoder2D(VideoAutoencoder):
         super().__init__(config)
         self.encoder = Encoder2D(config)
         self.decoder = Decoder2D(config)
-        self.shortcuts = None
+        # Parameter-free (see the module docstring): the state dict is the same either way.
+        self.encoder_shortcut = self.decoder_shortcut = None
         if config.residual_shortcut:
             c, z, f = config.in_channels, config.latent_channels, self.spatial_compression
-            self.shortcuts = (
-                SpaceToChannelAveraging(c, z, 1, f),
-                ChannelDuplicatingToSpace(z, c, 1, f),
-            )
+            self.encoder_shortcut = SpaceToChannelAveraging(c, z, 1, f)
+            self.decoder_shortcut = ChannelDuplicatingToSpace(z, c, 1, f)
 
     @property
     def spatial_compression(self) -> int:
@@ -259,14 +258,14 @@ class Autoencoder2D(VideoAutoencoder):
 
     def _encode_tile(self, x: Tensor) -> Tensor:
         moments = self._per_frame(self.encoder, x)
-        if self.shortcuts is None:
+        if self.encoder_shortcut is None:
             return moments
         mean, logvar = moments.chunk(2, dim=1)
-        return torch.cat([mean + self.shortcuts[0](x), logvar], dim=1)
+        return torch.cat([mean + self.encoder_shortcut(x), logvar], dim=1)
 
     def _decode_tile(self, z: Tensor) -> Tensor:
         x = self._per_frame(self.decoder, z)
-        return x if self.shortcuts is None else x + self.shortcuts[1](z)
+        return x if self.decoder_shortcut is None else x + self.decoder_shortcut(z)
 
     def _posterior(self, moments: Tensor) -> DiagonalGaussianDistribution:
         return DiagonalGaussianDistribution(moments)
