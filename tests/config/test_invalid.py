@@ -71,6 +71,11 @@ CASES = [
                                                                   "enable_sequence_parallelism": True}},
       "launcher": {"nproc_per_node": 4}},
      "diffusion_stage2.plugin_config.sp_size", "ring_attn splits heads"),  # fmt: skip
+    ({S1: {"plugin": "hybrid", "plugin_config": {"tp_size": 2}}, "launcher": {"type": "colossalai", "nproc_per_node": 2}},
+     "diffusion_stage1.plugin_config.tp_size", "tensor parallelism is not built"),  # fmt: skip
+    ({"vae_training": {"plugin": "hybrid", "plugin_config": {"pp_size": 2}},
+      "launcher": {"type": "colossalai", "nproc_per_node": 2}},
+     "vae_training.plugin_config.pp_size", "pipeline parallelism is not built"),  # fmt: skip
     # bad bucket_config shapes
     ({S1: {"bucket_config": {"_delete_": True, "96pix": {1: [1.0, 4]}}}},
      "diffusion_stage1.bucket_config.96pix", "invalid resolution name"),  # fmt: skip

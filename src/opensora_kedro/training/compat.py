@@ -3,9 +3,10 @@
 - HybridAdam / CPUAdam need a CUDA kernel ("No usable kernel found for CPUAdamLoader"):
   on a CPU the optimizer is torch's AdamW with the same hyper-parameters (logged).
 - LowLevelZeroPlugin (zero1/zero2), Gemini and HybridParallelPlugin with ZeRO or tp/sp > 1
-  need a CUDA device: asked for on a CPU they fail here with a message, not deep inside
-  ColossalAI. HybridParallelPlugin with tp = sp = pp = 1 and zero_stage 0 does run on a CPU,
-  given a shardformer policy (``pass_through_policy`` for models without one).
+  need a CUDA device, as do tp and pp > 1: asked for on a CPU they fail here with a message,
+  not deep inside ColossalAI. HybridParallelPlugin with tp = pp = 1 and zero_stage 0 (data
+  and sequence parallelism) does run on a CPU, given a shardformer policy
+  (``pass_through_policy`` for models without one).
 - The collective backend is gloo on a CPU, nccl on GPUs (``launcher.backend: auto``);
   ``gloo`` keeps a job on the CPU even where GPUs exist, ``nccl`` insists on GPUs.
 - Checkpoints never go through ``booster.load_optimizer`` (which calls the CPU accelerator's
@@ -71,15 +72,15 @@ def check_precision(plugin: str, dtype: str) -> None:
 def check_plugin(plugin: str, config: dict | None = None) -> None:
     """Fail early, and clearly, for a plugin this machine cannot run.
 
-    On a CPU the hybrid plugin runs only as plain data parallelism (tp = sp = pp = 1,
-    zero_stage 0); ZeRO and model parallelism need CUDA.
+    On a CPU the hybrid plugin runs data and sequence parallelism (tp = pp = 1, zero_stage
+    0); ZeRO, tensor and pipeline parallelism need CUDA.
     """
     if has_cuda() or not plugin_needs_cuda(plugin, config):
         return
     raise RuntimeError(
         f"plugin '{plugin}' needs a CUDA GPU here (ColossalAI's ZeRO and model parallelism do "
         "not run on a CPU); use plugin 'ddp' for CPU runs, as conf/local does, or 'hybrid' "
-        "with tp/sp/pp sizes 1 and zero_stage 0"
+        "with tp/pp sizes 1 and zero_stage 0"
     )
 
 

@@ -244,14 +244,29 @@ def _sp_mode_issues(config: PluginConfigParams, num_heads: int | None) -> list[I
     return issues
 
 
+def weight_sharding_issues(config: PluginConfigParams | None) -> list[Issue]:
+    """Training refuses tp and pp > 1: no shardformer policy of the project splits weights or
+    layers (the MMDiT's splits sequences), so ColossalAI would run copies or fail mid-boost."""
+    if config is None:
+        return []
+    return [
+        (("plugin_config", name), getattr(config, name),
+         f"{what} is not built for training (the MMDiT policy splits sequences: use sp_size); "
+         "set 1")
+        for name, what in (("tp_size", "tensor parallelism"), ("pp_size", "pipeline parallelism"))
+        if getattr(config, name) > 1
+    ]  # fmt: skip
+
+
 def plugin_needs_cuda(plugin: str | None, config: dict[str, Any] | None) -> bool:
     """Whether ColossalAI needs CUDA for ``plugin``: ZeRO (zero2, hybrid with zero_stage > 0)
-    and model parallelism (hybrid with tp/sp/pp > 1) do not run on a CPU."""
+    and tensor or pipeline parallelism do not run on a CPU; the hybrid plugin's data and
+    sequence parallelism (tp = pp = 1, zero_stage 0) do, over gloo."""
     if plugin not in ("zero2", "hybrid"):
         return False
     config = config or {}
-    sizes = [config.get(key, 1) for key in ("tp_size", "sp_size", "pp_size")]
-    return plugin == "zero2" or sizes != [1, 1, 1] or config.get("zero_stage", 2) != 0
+    sizes = [config.get(key, 1) for key in ("tp_size", "pp_size")]
+    return plugin == "zero2" or sizes != [1, 1] or config.get("zero_stage", 2) != 0
 
 
 def plugin_issues(

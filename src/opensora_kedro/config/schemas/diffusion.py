@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -21,6 +21,7 @@ from opensora_kedro.config.schemas.common import (
     TextEncoderParams,
     bucket_frame_issues,
     plugin_issues,
+    weight_sharding_issues,
 )
 from opensora_kedro.models.lora import DEFAULT_TARGETS
 
@@ -135,6 +136,9 @@ class ProbeParams(Params):
 class DiffusionStageParams(Params):
     """One diffusion training stage; a stage states only what differs from the one it extends."""
 
+    # Its job runs on launched workers, which resolve its `auto` keys again (config.hardware).
+    RESOLVED_ON_WORKERS: ClassVar[bool] = True
+
     extends: str | None = Field(None, description="the stage this one inherits from")
     dataset: VideoDatasetParams = Field(description="training data")
     bucket_config: BucketConfig = Field(
@@ -215,7 +219,7 @@ class DiffusionStageParams(Params):
             issues.append((("use_cosine_scheduler",), True, rule))
         world = context.get("world_size", 1)
         issues += plugin_issues(self.plugin, self.plugin_config, self.model.num_heads, world)
-        return issues
+        return issues + weight_sharding_issues(self.plugin_config)
 
     def all_input_paths(self) -> list[tuple[tuple, str]]:
         # Training reads captions from the embedding cache: t5 / clip name the encoders

@@ -48,6 +48,9 @@ class SamplingParams(Params):
 class InferenceParams(Params):
     """Generation settings; a preset states only what differs from the one it extends."""
 
+    # Its job runs on launched workers, which resolve its `auto` keys again (config.hardware).
+    RESOLVED_ON_WORKERS: ClassVar[bool] = True
+
     extends: str | None = Field(None, description="the preset this one inherits from")
     save_dir: str = Field("samples", description="folder of generated videos")
     seed: int = Field(42, description="base seed")

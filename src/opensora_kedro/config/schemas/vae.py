@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -20,6 +20,7 @@ from opensora_kedro.config.schemas.common import (
     VaeType,
     bucket_frame_issues,
     plugin_issues,
+    weight_sharding_issues,
 )
 from opensora_kedro.config.schemas.diffusion import VideoDatasetParams
 
@@ -107,6 +108,9 @@ class VaeEvalParams(Params):
 class VaeTrainingParams(Params):
     """Training the video autoencoder."""
 
+    # Its job runs on launched workers, which resolve its `auto` keys again (config.hardware).
+    RESOLVED_ON_WORKERS: ClassVar[bool] = True
+
     extends: str | None = Field(None, description="the config this one inherits from")
     model: VaeModelParams = Field(description="the autoencoder")
     dataset: VideoDatasetParams = Field(description="training data")
@@ -154,6 +158,7 @@ class VaeTrainingParams(Params):
             if image_steps and not vae.valid_num_frames(1):
                 rule = f"image steps need single frames; {rule} (set 0)"
                 issues.append((("mixed_image_ratio",), self.mixed_image_ratio, rule))
+        issues += weight_sharding_issues(self.plugin_config)
         return issues + plugin_issues(
             self.plugin, self.plugin_config, None, context.get("world_size", 1)
         )
