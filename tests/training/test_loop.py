@@ -68,7 +68,7 @@ def test_gpu_only_plugins_fail_clearly_on_cpu(tmp_path):
     with pytest.raises(RuntimeError, match="plugin 'zero2' needs a CUDA GPU"):
         _run(tmp_path, "z", plugin="zero2")
     with pytest.raises(RuntimeError, match="plugin 'hybrid' needs a CUDA GPU"):
-        _run(tmp_path, "h", plugin="hybrid", plugin_config={"sp_size": 2, "zero_stage": 0})
+        _run(tmp_path, "h", plugin="hybrid", plugin_config={"tp_size": 2, "zero_stage": 0})
 
 
 def test_compile_compiles_the_model_in_place(tmp_path, monkeypatch):
@@ -159,3 +159,38 @@ def test_lora_trains_only_adapters_without_ema_and_resumes_exactly(tmp_path):
     _run(tmp_path, "one_step", lora=TOY_LORA, max_steps=1)
     initial = json.loads((tmp_path / "one_step" / "weights.json").read_text())
     assert {k: v for k, v in initial.items() if "lora_" not in k} == bases  # base frozen
+
+
+BF16_HYBRID = {"plugin": "hybrid", "dtype": "bf16",
+               "plugin_config": {"tp_size": 1, "pp_size": 1, "sp_size": 1, "zero_stage": 0}}  # fmt: skip
+
+
+def _checkpoint(tmp_path, name, part, step=8):
+    from safetensors.torch import load_file
+
+    return load_file(
+        str(tmp_path / name / "checkpoints" / f"step-{step:08d}" / f"{part}.safetensors")
+    )
+
+
+def test_mixed_precision_checkpoints_and_ema_hold_the_fp32_masters(tmp_path):
+    import torch
+
+    _run(tmp_path, "now", ema_decay=0.0, **BF16_HYBRID)  # decay 0: the EMA is the last weights
+    model, ema = _checkpoint(tmp_path, "now", "model"), _checkpoint(tmp_path, "now", "ema")
+    assert all(tensor.dtype == torch.float32 for tensor in model.values())
+    assert model.keys() == ema.keys() and all(torch.equal(model[k], ema[k]) for k in model)
+    rounded = {k: v.to(torch.bfloat16).float() for k, v in model.items()}
+    assert any(not torch.equal(model[k], rounded[k]) for k in model)  # not the bf16 weights
+
+
+def test_mixed_precision_resumes_exactly_from_the_masters(tmp_path):
+    import torch
+
+    whole = _run(tmp_path, "whole", **BF16_HYBRID)
+    _run(tmp_path, "parts", **{**BF16_HYBRID, "max_steps": 4})
+    rest = _run(tmp_path, "parts", **BF16_HYBRID)
+    assert [h["loss"] for h in rest["history"]] == [h["loss"] for h in whole["history"][4:]]
+    for part in ("model", "ema", "optimizer"):
+        expected, got = _checkpoint(tmp_path, "whole", part), _checkpoint(tmp_path, "parts", part)
+        assert all(torch.equal(expected[k], got[k]) for k in expected), part

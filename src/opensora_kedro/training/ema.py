@@ -2,7 +2,9 @@
 
 ``ema = decay * ema + (1 - decay) * weight`` for every trainable parameter except
 ``pos_embed``, in float32, with the weight taken from the fp32 master copy when the model
-runs in bf16 (pass ``master_weights``; otherwise the bf16 weight is upcast).
+runs in bf16 (pass ``master_weights``; otherwise the bf16 weight is upcast). Under ZeRO a
+rank holds a slice of each master: it updates that slice of its (whole) EMA copy, and
+:func:`sync_ema_shards` makes the copies whole before they are saved.
 
 The update is element-wise and matches tensors *by name*, so it works on whatever each side
 holds locally: whole tensors, a rank's shard (``DTensor`` locals or plain shard dicts), or a
@@ -20,6 +22,8 @@ from collections.abc import Iterable, Iterator, Mapping
 
 import torch
 from torch import nn
+
+from opensora_kedro.training.master_weights import MasterShard, gather_into
 
 logger = logging.getLogger(__name__)
 
@@ -44,14 +48,15 @@ def update_ema(
     decay: float = 0.9999,
     *,
     skip: Iterable[str] = DEFAULT_SKIP,
-    master_weights: Mapping[str, torch.Tensor] | None = None,
+    master_weights: Mapping[str, torch.Tensor | MasterShard] | None = None,
 ) -> None:
     """Move ``ema_model`` towards ``model`` by one EMA step, in place.
 
     Either side may be a module or a ``{name: tensor}`` mapping (e.g. this rank's shards);
     names are compared without wrapper prefixes. From a module, parameters that do not
     require grad are left alone (as Open-Sora does); a mapping is used entry by entry.
-    ``master_weights`` maps names to fp32 master copies that replace low-precision weights.
+    ``master_weights`` maps names to fp32 master copies that replace low-precision weights
+    (whole, or this rank's :class:`MasterShard`, which updates only its slice).
     Every source name must exist in the EMA with the same local shape.
     """
     if not 0.0 <= decay <= 1.0:
@@ -65,6 +70,18 @@ def update_ema(
         if name not in targets:
             raise KeyError(f"EMA model has no tensor {name!r}")
         _step(targets[name], masters.get(name, source), decay, name)
+
+
+@torch.no_grad()
+def sync_ema_shards(
+    ema_model: nn.Module, master_weights: Mapping[str, torch.Tensor | MasterShard]
+) -> None:
+    """Gather the slices the ranks updated from their ZeRO master shards, so that every rank's
+    EMA is whole again (collective: all ranks call it, e.g. before a checkpoint)."""
+    own = {_canonical(name): tensor for name, tensor in ema_model.named_parameters()}
+    for name, master in master_weights.items():
+        if isinstance(master, MasterShard):
+            gather_into(own[_canonical(name)].data, master)
 
 
 def ema_state_dict(ema_model: nn.Module) -> dict[str, torch.Tensor]:
@@ -94,7 +111,11 @@ def load_ema_state_dict(
         target.copy_(source)
 
 
-def _step(target: torch.Tensor, source: torch.Tensor, decay: float, name: str) -> None:
+def _step(
+    target: torch.Tensor, source: torch.Tensor | MasterShard, decay: float, name: str
+) -> None:
+    if isinstance(source, MasterShard):
+        target, source = source.target(_local(target)), source.tensor
     target, source = _local(target), _local(source)
     _check_shapes(name, target, source)
     source = source.to(device=target.device)

@@ -38,9 +38,11 @@ from opensora_kedro.training.ema import (
     create_ema_model,
     ema_state_dict,
     load_ema_state_dict,
+    sync_ema_shards,
     update_ema,
 )
 from opensora_kedro.training.lr_schedule import WarmupLR
+from opensora_kedro.training.master_weights import load_masters, master_weights, model_state
 from opensora_kedro.training.tracking import MetricsLogger
 
 logger = logging.getLogger(__name__)
@@ -148,10 +150,6 @@ def _data_shard(plugin: Any, rank: int, world: int) -> tuple[int, int]:
     return dist.get_group_rank(group, rank), dist.get_world_size(group)
 
 
-def _trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu() for k, v in _unwrap(model).state_dict().items()}
-
-
 class Trainer:
     """One training run of ``task`` with ``settings``, checkpointing under ``output_dir``."""
 
@@ -197,6 +195,8 @@ class Trainer:
             self.module.compile()
         if self.ema is not None:
             self.ema.to(self.device)  # beside the weights it follows
+        # fp32 masters of a mixed-precision plugin: the EMA follows them, checkpoints hold them.
+        self.masters = master_weights(self.optimizer, self.module)
         # Ranks of one sp group also share the global RNG stream (seeded alike above), so
         # they draw the same noise and timesteps for their shared batch.
         data_rank, data_world = _data_shard(plugin, self.rank, self.world)
@@ -237,11 +237,19 @@ class Trainer:
 
     # -- checkpoints ------------------------------------------------------------------------
 
+    def model_state(self) -> dict[str, torch.Tensor]:
+        """The trained weights on the CPU, fp32 masters where the plugin keeps them (gathered
+        from the ZeRO ranks: every rank calls this)."""
+        return model_state(self.module, self.masters)
+
     def save(self) -> Path | None:
-        """Write a checkpoint of everything the run needs to continue exactly (rank 0 writes)."""
+        """Write a checkpoint of everything the run needs to continue exactly (rank 0 writes;
+        every rank calls it, as gathering the states is collective)."""
         module = self.module
+        if self.ema is not None:
+            sync_ema_shards(self.ema, self.masters)
         parts = {
-            "model": adapter_state(module) if is_lora(module) else _trainable_state(module),
+            "model": adapter_state(module) if is_lora(module) else self.model_state(),
             "optimizer": self.optimizer.state_dict(),
             "lr_scheduler": self.scheduler.state_dict(),
             "sampler": self.sampler.state_dict(self.running.step),
@@ -273,7 +281,9 @@ class Trainer:
         else:
             _check_model_fits(latest, state["model"], self.module.state_dict())
             self.module.load_state_dict(state["model"])
-        if hasattr(self.model, "update_master_params"):  # ZeRO keeps fp32 masters apart
+        if self.masters and not is_lora(self.module):
+            load_masters(self.masters, state["model"])  # fp32, not rounded via the weights
+        elif hasattr(self.model, "update_master_params"):  # the plugin keeps masters apart
             self.model.update_master_params()
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["lr_scheduler"])
@@ -345,7 +355,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         if self.ema is not None:
-            update_ema(self.ema, _unwrap(self.model), settings.ema_decay)
+            update_ema(self.ema, self.module, settings.ema_decay, master_weights=self.masters)
         self.running.update_step += 1
         return norm
 
@@ -500,15 +510,18 @@ def train_and_export(
         trainer.resume(force=spec.params.get("force_resume", False))
     else:
         trainer.discard_checkpoints()
-    result = trainer.fit()
+    result = trainer.fit()  # ends with a checkpoint: the EMA is whole on every rank
     export = Path(spec.output_dir) / "export"
     adapter = None
+    lora = is_lora(trainer.module)
+    weights = None if trainer.ema is not None or lora else trainer.model_state()  # collective
     if rank() == 0:
         model = trainer.ema if trainer.ema is not None else trainer.module
         export.mkdir(parents=True, exist_ok=True)
-        if is_lora(model):
+        if lora:
             model, adapter = _export_lora(model, export, settings.lora)
-        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        state = weights if weights is not None else model.state_dict()
+        state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
         save_file(state, str(export / "model.safetensors"))
     return {"checkpoint": result.checkpoint, "export": str(export), "lora": adapter,
             "update_steps": result.update_steps, "history": result.history}  # fmt: skip
