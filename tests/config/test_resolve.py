@@ -219,3 +219,30 @@ def test_resume_can_be_switched_off_for_a_diffusion_stage(tmp_path):
     assert resolved["diffusion_stage2"]["resume"] is True  # a sibling keeps the default
     spec = make_job_spec("m:f", resolved["diffusion_stage1"], str(tmp_path), pd.DataFrame())
     assert spec.resume is False  # what the training loop reads to start afresh
+
+
+def test_auto_values_are_summed_up_and_marked_for_the_workers(local_layers, caplog):
+    with caplog.at_level("INFO", logger="opensora_kedro.config.hardware"):
+        params = resolve_parameters(local_layers, CPU).params
+    lines = [r.getMessage() for r in caplog.records if r.name == "opensora_kedro.config.hardware"]
+    assert len(lines) == 1 and lines[0].startswith("auto on cpu: dtype='fp32' (")
+    stage = params["diffusion_stage1"]
+    assert stage["dtype"] == "fp32"
+    assert stage["auto_on_workers"] == ["dtype", "grad_checkpoint", "batch_size_scale"]
+    assert params["inference"]["auto_on_workers"] == ["dtype"]
+    assert "auto_on_workers" not in params["text_embedding"]  # runs in the Kedro process
+
+
+def test_workers_resolve_auto_for_the_hardware_they_share(caplog):
+    from opensora_kedro.config.hardware import agree, resolve_on_workers
+
+    big, small = Hardware(8, 140.0, True), Hardware(8, 70.0, True)
+    shared = agree([big, small])
+    assert shared == Hardware(8, 70.0, True)
+    group = {"dtype": "fp32", "grad_checkpoint": False, "batch_size_scale": 1.0, "seed": 1,
+             "auto_on_workers": ["dtype", "batch_size_scale"]}  # fmt: skip
+    with caplog.at_level("INFO", logger="opensora_kedro.config.hardware"):
+        resolved = resolve_on_workers(group, shared)
+    assert (resolved["dtype"], resolved["batch_size_scale"]) == ("bf16", 0.5)
+    assert resolved["grad_checkpoint"] is False  # not auto: kept as configured
+    assert "not the launching machine's 'fp32'" in caplog.text

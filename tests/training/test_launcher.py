@@ -50,6 +50,13 @@ def test_two_workers_train_checkpoint_and_resume(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
+def test_workers_resolve_auto_values_themselves(tmp_path):
+    # As if launched from a bf16 GPU machine: the CPU workers settle on fp32 between them.
+    spec = _spec(tmp_path, max_steps=1, dtype="bf16", auto_on_workers=["dtype"])
+    assert launch(spec, LAUNCHER)["dtype"] == "fp32"
+
+
+@pytest.mark.slow
 def test_lora_through_the_boosters_enable_lora_with_ddp(tmp_path):
     from tests.training.test_loop import TOY_LORA
 
@@ -104,3 +111,9 @@ def test_gpu_plugins_train_and_resume(tmp_path, plugin, config):
     assert first["update_steps"] == 4
     second = launch(_spec(tmp_path, **{**params, "max_steps": 6}), launcher)
     assert [entry["step"] for entry in second["history"]] == [5, 6]
+    from safetensors.torch import load_file
+
+    saved = tmp_path / "checkpoints" / "step-00000006"
+    model, ema = (load_file(str(saved / f"{part}.safetensors")) for part in ("model", "ema"))
+    assert all(t.dtype == torch.float32 for t in model.values())  # ZeRO's masters, gathered
+    assert model.keys() == ema.keys()

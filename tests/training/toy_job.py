@@ -86,4 +86,5 @@ def run(spec: JobSpec) -> dict:
         "checkpoint": result.checkpoint,
         "update_steps": result.update_steps,
         "history": result.history,
+        "dtype": settings.dtype,
     }

@@ -64,6 +64,12 @@ RESOLVERS = {
 }
 
 
+# The key, added to a group after validation, that lists its keys given as ``auto`` where
+# the group runs on launched workers (schemas with ``RESOLVED_ON_WORKERS``): each worker
+# resolves them again from the hardware all workers share (see :func:`agree`).
+AUTO_ON_WORKERS = "auto_on_workers"
+
+
 def has_auto(params: dict[str, Any]) -> bool:
     """Whether any group sets an auto-capable key to ``auto``."""
     return any(
@@ -73,15 +79,51 @@ def has_auto(params: dict[str, Any]) -> bool:
     )
 
 
+def auto_keys(params: dict[str, Any]) -> dict[str, list[str]]:
+    """``{group: [keys set to auto]}`` of the auto-capable keys."""
+    found = {
+        name: [key for key in RESOLVERS if group.get(key) == AUTO]
+        for name, group in params.items()
+        if isinstance(group, dict)
+    }
+    return {name: keys for name, keys in found.items() if keys}
+
+
 def resolve_auto(params: dict[str, Any], hardware: Hardware) -> dict[str, Any]:
-    """A copy of ``params`` with every ``auto`` of an auto-capable key resolved (and logged)."""
+    """A copy of ``params`` with every ``auto`` of an auto-capable key resolved; one log line
+    sums the choices up (same key, same value: named once with its groups)."""
     resolved = dict(params)
-    for name, group in params.items():
-        if not isinstance(group, dict):
-            continue
-        for key, resolver in RESOLVERS.items():
-            if group.get(key) == AUTO:
-                value = resolver(hardware)
-                resolved[name] = {**resolved[name], key: value}
-                logger.info("resolved %s.%s: auto -> %r (%s)", name, key, value, hardware.name)
+    choices: dict[tuple[str, Any], list[str]] = {}
+    for name, keys in auto_keys(params).items():
+        values = {key: RESOLVERS[key](hardware) for key in keys}
+        resolved[name] = {**resolved[name], **values}
+        for key, value in values.items():
+            choices.setdefault((key, value), []).append(name)
+    if choices:
+        logger.info("auto on %s: %s", hardware.name, "; ".join(
+            f"{key}={value!r} ({len(groups)} group{'s' if len(groups) > 1 else ''})"
+            for (key, value), groups in choices.items()
+        ))  # fmt: skip
     return resolved
+
+
+def agree(found: list[Hardware]) -> Hardware:
+    """What every one of several machines offers: the fewest GPUs, the smallest memory, bf16
+    only where all have it (values resolved from it suit every worker)."""
+    return Hardware(
+        gpu_count=min(h.gpu_count for h in found),
+        gpu_memory_gib=min(h.gpu_memory_gib for h in found),
+        bf16=all(h.bf16 for h in found),
+    )
+
+
+def resolve_on_workers(group: dict[str, Any], hardware: Hardware) -> dict[str, Any]:
+    """``group`` with its ``auto_on_workers`` keys resolved for ``hardware`` (the workers'),
+    logging each value that differs from the launching machine's."""
+    keys = group.get(AUTO_ON_WORKERS) or []
+    values = {key: RESOLVERS[key](hardware) for key in keys}
+    for key, value in values.items():
+        if value != group.get(key):
+            logger.info("auto %s on the workers (%s): %r, not the launching machine's %r",
+                        key, hardware.name, value, group.get(key))  # fmt: skip
+    return {**group, **values}

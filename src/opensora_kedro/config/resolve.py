@@ -10,7 +10,14 @@ from typing import Any
 from pydantic import BaseModel
 
 from opensora_kedro.config.errors import PARAMS_ORIGIN, ConfigError, ConfigIssue
-from opensora_kedro.config.hardware import Hardware, detect_hardware, has_auto, resolve_auto
+from opensora_kedro.config.hardware import (
+    AUTO_ON_WORKERS,
+    Hardware,
+    auto_keys,
+    detect_hardware,
+    has_auto,
+    resolve_auto,
+)
 from opensora_kedro.config.inheritance import resolve_inheritance
 from opensora_kedro.config.merge import (
     Sources,
@@ -168,6 +175,7 @@ def resolve_parameters(
     inherited, inheritance_issues, broken = resolve_inheritance(merged, raw_layers, sources)
     issues += inheritance_issues
     issues += _explicit_choices(inherited, sources)
+    autos = auto_keys(inherited)
     if has_auto(inherited):
         inherited = resolve_auto(inherited, hardware or detect_hardware())
     validated, models, validation_issues = validate_groups(
@@ -177,4 +185,7 @@ def resolve_parameters(
     if issues:
         order = [origin for origin, _ in layers]
         raise ConfigError(_with_sources(issues, sources, order), env)
+    for group, keys in autos.items():
+        if getattr(schema_for(group), "RESOLVED_ON_WORKERS", False) and group in validated:
+            validated[group][AUTO_ON_WORKERS] = keys
     return ResolvedParameters(validated, sources, models)

@@ -21,6 +21,13 @@ from typing import Any
 import mlflow
 import pandas as pd
 
+from opensora_kedro.config.hardware import (
+    AUTO_ON_WORKERS,
+    Hardware,
+    agree,
+    detect_hardware,
+    resolve_on_workers,
+)
 from opensora_kedro.training.distributed import free_port
 
 logger = logging.getLogger(__name__)
@@ -77,7 +84,23 @@ def run_job(spec: JobSpec) -> dict[str, Any]:
         if rank() == 0:
             spec.job_dir.mkdir(parents=True, exist_ok=True)
             (spec.job_dir / READY_FILE).touch()
+        if spec.params.get(AUTO_ON_WORKERS):
+            spec.params = resolve_on_workers(spec.params, workers_hardware())
         return entry(spec)
+
+
+def workers_hardware() -> Hardware:
+    """What every worker of the job offers (each detects its own; all agree on the least)."""
+    import torch.distributed as dist
+
+    from opensora_kedro.training.compat import has_cuda
+
+    own = detect_hardware() if has_cuda() else Hardware(0, 0.0, False)  # gloo: a CPU job
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return own
+    found: list = [None] * dist.get_world_size()
+    dist.all_gather_object(found, own)
+    return agree(found)
 
 
 def launch(spec: JobSpec, launcher: dict[str, Any]) -> dict[str, Any]:
