@@ -1,4 +1,5 @@
-"""Project hooks: one run per project at a time, and checks before any node or worker starts."""
+"""Project hooks: one run per project at a time, checks before any node or worker starts, and
+MLflow runs that say what they were."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import mlflow
 from kedro.framework.hooks import hook_impl
 from kedro.io import DataCatalog
 from kedro.pipeline import Pipeline
@@ -22,6 +24,13 @@ from opensora_kedro.config.preflight import (
 )
 from opensora_kedro.files import resolve_path
 from opensora_kedro.runlock import RunLock
+from opensora_kedro.tracking_runs import (
+    EXPERIMENT_KIND_TAG,
+    close_abandoned_runs,
+    rebase_artifacts,
+    run_name,
+    run_tags,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -155,3 +164,58 @@ class ProjectHooks:
         if self._lock is not None:
             self._lock.release()
             self._lock = None
+
+
+class TrackingHooks:
+    """Keeps stored artifact locations in this project (see ``rebase_artifacts``), names and
+    tags the run kedro-mlflow started (``<pipeline>@<env>-<id>``: git commit and dirty flag,
+    env, pipeline, versions), marks this project's runs that a killed process left
+    RUNNING as FAILED, and opens the experiment in MLflow's machine-learning view."""
+
+    def __init__(self) -> None:
+        self._env: str | None = None
+        self._monitor = None
+
+    @hook_impl(trylast=True)  # kedro-mlflow has set the tracking URI
+    def after_context_created(self, context) -> None:
+        self._env = getattr(context.config_loader, "run_env", None) or context.env
+        # Before any run is created (kedro run) or shown (kedro mlflow ui): a new run's
+        # artifact location derives from its experiment's.
+        rebase_artifacts(mlflow.get_tracking_uri(), Path(context.project_path))
+
+    @hook_impl(trylast=True)  # after kedro-mlflow started the run
+    def before_pipeline_run(self, run_params: dict[str, Any]) -> None:
+        run = mlflow.active_run()
+        if run is None:  # tracking is off for this pipeline
+            return
+        project = Path(run_params.get("project_path") or Path.cwd())
+        client = mlflow.MlflowClient()
+        experiment = run.info.experiment_id
+        # The new run has no project tag yet, so only runs of ended processes match.
+        close_abandoned_runs(client, experiment, project)
+        pipelines = run_params.get("pipeline_names") or [run_params.get("pipeline_name")]
+        pipelines = [name or "__default__" for name in pipelines]
+        env = self._env or run_params.get("env") or "base"
+        tags = run_tags(project, env, pipelines, run_params.get("runner"))
+        mlflow.set_tags({**tags, "mlflow.runName": run_name(pipelines, env, run.info.run_id)})
+        if EXPERIMENT_KIND_TAG not in client.get_experiment(experiment).tags:
+            client.set_experiment_tag(experiment, EXPERIMENT_KIND_TAG, "custom_model_development")
+        # One monitor for the run (MLflow's own switch would start one per node, as
+        # kedro-mlflow reopens the run at every node).
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        self._monitor = SystemMetricsMonitor(run.info.run_id, sampling_interval=5)
+        self._monitor.start()
+
+    @hook_impl(tryfirst=True)  # before kedro-mlflow ends the run
+    def after_pipeline_run(self) -> None:
+        self._stop_monitor()
+
+    @hook_impl(tryfirst=True)
+    def on_pipeline_error(self) -> None:
+        self._stop_monitor()
+
+    def _stop_monitor(self) -> None:
+        if self._monitor is not None:
+            self._monitor.finish()
+            self._monitor = None
