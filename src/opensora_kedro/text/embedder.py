@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from opensora_kedro.hashing import sha256_file
+from opensora_kedro.progress import progress as progress_bar
 from opensora_kedro.text.cache import CacheUpdate, EmbeddingPlan, Slot
 
 logger = logging.getLogger(__name__)
@@ -226,7 +226,7 @@ class TextEmbedder:
         self, texts: Sequence[str], batch_size: int, progress: bool = False
     ) -> Iterator[torch.Tensor]:
         """Encode ``texts`` in batches of ``batch_size``, with an optional progress bar."""
-        with tqdm(total=len(texts), desc=f"{self.role} embeddings", unit="caption",
+        with progress_bar(total=len(texts), desc=f"{self.role} embeddings", unit="caption",
                   disable=not progress) as bar:  # fmt: skip
             for start in range(0, len(texts), batch_size):
                 batch = texts[start : start + batch_size]

@@ -10,6 +10,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from opensora_kedro.console import quiet_known_warnings
 from opensora_kedro.training.launcher import RESULT_FILE, JobSpec, run_job
 
 
@@ -26,6 +27,7 @@ def main() -> None:
         format=f"rank {rank} %(levelname)s %(name)s: %(message)s",
         stream=sys.stdout,
     )
+    quiet_known_warnings()
     try:
         result = run_job(spec)
     except BaseException:

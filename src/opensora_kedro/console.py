@@ -1,0 +1,71 @@
+"""What the console shows. ``conf/logging.yml`` writes plain, unwrapped lines to stderr, so that
+stdout carries only data (``kedro config show > params.yml``) and a log file holds one line
+per record (Rich wraps at 80 columns off a terminal); on a terminal :func:`setup_console` swaps
+in Kedro's Rich handler. (Kedro refuses project handler classes in logging.yml.)
+
+Third-party warnings a user cannot act on are dropped where they arise, each with the reason
+(:data:`KNOWN_WARNINGS`); both as ``warnings`` filters and on the ``py.warnings`` logger,
+since some libraries (MLflow) reset the filters around their own imports.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import warnings
+
+# (message pattern, why it is not worth a user's attention)
+KNOWN_WARNINGS = (
+    (r"register_new_resolver", "Kedro 1.7 calls OmegaConf's deprecated resolver API"),
+    (r"Add type hints to the `predict` method",
+     "kedro-mlflow's pipeline model has no type hints; MLflow 3 flags it on import"),
+    (r"One or more dataset names contain '\.' characters",
+     "Kedro flags dotted names outside a node's namespace; ours (`<stage>.model` read by the "
+     "next stage and by evaluation) are Kedro's own namespaces"),
+    (r"Please install apex from source",
+     "ColossalAI's fused RMSNorm kernel; its PyTorch fallback is what runs"),
+    (r"Please install the latest tensornvme", "ColossalAI's async save, which is not used"),
+    (r"`broadcast_buffers` is deprecated", "ColossalAI's hybrid plugin passes the old DDP name"),
+    (r"`torch\.jit\.script(_method)?` is deprecated", "ColossalAI's kernels use TorchScript"),
+    (r"find_unused_parameters=True was specified in DDP constructor",
+     "the hybrid plugin always sets it; our models may skip parameters (cond_embed)"),
+)  # fmt: skip
+
+
+class KnownWarningsFilter(logging.Filter):
+    """Drops records of :data:`KNOWN_WARNINGS` (on the ``py.warnings`` logger)."""
+
+    pattern = re.compile("|".join(f"(?:{p})" for p, _ in KNOWN_WARNINGS))
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """False for a known third-party warning."""
+        return self.pattern.search(record.getMessage()) is None
+
+
+def quiet_known_warnings() -> None:
+    """Ignore :data:`KNOWN_WARNINGS` and route the other warnings through logging."""
+    for pattern, _ in KNOWN_WARNINGS:
+        warnings.filterwarnings("ignore", message=f".*{pattern}")
+    logging.captureWarnings(True)
+    captured = logging.getLogger("py.warnings")
+    if not any(isinstance(f, KnownWarningsFilter) for f in captured.filters):
+        captured.addFilter(KnownWarningsFilter())
+
+
+def setup_console() -> None:
+    """Known warnings quiet; on a terminal, Kedro's Rich handler (colours, rich tracebacks) on
+    stderr instead of the plain one of conf/logging.yml."""
+    quiet_known_warnings()
+    if not sys.stderr.isatty():
+        return
+    from kedro.logging import RichHandler
+    from rich.console import Console
+
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if type(handler) is logging.StreamHandler and handler.stream is sys.stderr:
+            root.removeHandler(handler)
+            rich = RichHandler(console=Console(stderr=True), rich_tracebacks=True)
+            rich.setLevel(handler.level)
+            root.addHandler(rich)
