@@ -236,3 +236,35 @@ def test_opensora_convert_writes_a_loadable_model_folder(kedro, tmp_path):
     # a wrong structure is refused with the keys named, and nothing else happens
     bad = kedro("opensora", "convert", str(tmp_path / "os.safetensors"), str(tmp_path / "b"))
     assert bad.exit_code == 1 and "axes_dim" in bad.output
+
+
+def test_show_as_json_with_frame_counts_in_numeric_order(kedro):
+    import json
+
+    result = kedro("config", "show", "diffusion_stage1", "--env", "base", "--format", "json")
+    assert result.exit_code == 0, result.output
+    frames = list(json.loads(result.output)["diffusion_stage1"]["bucket_config"]["256px"])
+    assert frames == sorted(frames, key=int) and frames[:3] == ["1", "5", "9"]
+
+
+def test_diff_lists_frame_counts_in_numeric_order(kedro):
+    result = kedro("config", "diff", "diffusion_stage1", "diffusion_stage2", "--env", "base")
+    keys = [line.split(":")[0].split(" ")[1] for line in result.output.splitlines()]
+    frames = [int(k.split(".")[2]) for k in keys if k.startswith("bucket_config.256px.")]
+    assert len(frames) > 3 and frames == sorted(frames)
+
+
+def test_show_writes_only_yaml_to_stdout(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    kedro = str(Path(sys.executable).parent / "kedro")
+    result = subprocess.run([kedro, "config", "show", "diffusion_stage1"], cwd=PROJECT_ROOT,
+                            capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "KEDRO_DISABLE_TELEMETRY": "true"})  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert list(yaml.safe_load(result.stdout)) == ["diffusion_stage1", "launcher"]
+    assert "INFO" in result.stderr and "WARNING" not in result.stderr  # no warning noise
+    assert all(len(line) < 400 for line in result.stderr.splitlines())

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -124,11 +125,16 @@ def config() -> None:
 @click.argument("name")
 @ENV
 @PARAMS
-def show(name: str, env: str | None, params: dict) -> None:
+@click.option("--format", "output", type=click.Choice(["yaml", "json"]), default="yaml",
+              show_default=True, help="Output format (on stdout; logs go to stderr).")  # fmt: skip
+def show(name: str, env: str | None, params: dict, output: str) -> None:
     """Print the resolved parameters a pipeline (or parameter group) receives."""
     resolved = _resolve(env, params).params
     selected = {group: plain(resolved[group]) for group in _groups_of(name, resolved)}
-    click.echo(yaml.safe_dump(selected, sort_keys=False))
+    if output == "json":
+        click.echo(json.dumps(selected, indent=1))
+    else:
+        click.echo(yaml.safe_dump(selected, sort_keys=False), nl=False)
 
 
 @config.command()

@@ -14,9 +14,13 @@ from opensora_kedro.config.validate import _model_in, source_of
 
 
 def plain(tree: Any) -> Any:
-    """Tuples as lists, recursively: what YAML and JSON can show."""
+    """Tuples as lists, recursively, and numeric keys (frame counts) in numeric order: what
+    YAML and JSON can show, as a person reads it."""
     if isinstance(tree, dict):
-        return {key: plain(value) for key, value in tree.items()}
+        keys = list(tree)
+        if keys and all(isinstance(key, int) for key in keys):
+            keys.sort()
+        return {key: plain(tree[key]) for key in keys}
     if isinstance(tree, list | tuple):
         return [plain(value) for value in tree]
     return tree
@@ -26,7 +30,7 @@ def diff_trees(old: dict, new: dict) -> list[str]:
     """Key-by-key differences: ``+ key: value``, ``- key: value``, ``~ key: old -> new``."""
     before, after = flatten(plain(old)), flatten(plain(new))
     lines = []
-    for path in sorted(set(before) | set(after), key=lambda p: tuple(map(str, p))):
+    for path in sorted(set(before) | set(after), key=_natural):
         key = ".".join(path)
         if path not in after:
             lines.append(f"- {key}: {before[path]!r}")
@@ -35,6 +39,11 @@ def diff_trees(old: dict, new: dict) -> list[str]:
         elif before[path] != after[path]:
             lines.append(f"~ {key}: {before[path]!r} -> {after[path]!r}")
     return lines
+
+
+def _natural(path: Path) -> tuple:
+    """Key paths in reading order: numbers by value (5 before 13 before 101), then names."""
+    return tuple((0, int(part), "") if str(part).isdigit() else (1, 0, str(part)) for part in path)
 
 
 @dataclass(frozen=True)
