@@ -31,6 +31,7 @@ def test_trains_logs_and_checkpoints(tmp_path):
     losses = [entry["loss"] for entry in result["history"]]
     assert len(losses) == 8 and losses[-1] < losses[0]
     assert {"grad_norm", "lr", "samples_per_s", "memory_mib"} <= set(result["history"][0])
+    assert {"tokens_per_s", "abs_error"} <= set(result["history"][0])  # the task's own parts
     checkpoints = sorted(p.name for p in (tmp_path / "a" / "checkpoints").iterdir())
     assert checkpoints == ["step-00000004", "step-00000006", "step-00000008"]  # keep_n_latest 3
     assert result["checkpoint"].endswith("step-00000008")
@@ -194,3 +195,12 @@ def test_mixed_precision_resumes_exactly_from_the_masters(tmp_path):
     for part in ("model", "ema", "optimizer"):
         expected, got = _checkpoint(tmp_path, "whole", part), _checkpoint(tmp_path, "parts", part)
         assert all(torch.equal(expected[k], got[k]) for k in expected), part
+
+
+def test_log_every_left_unset_draws_about_a_hundred_points():
+    from opensora_kedro.training.loop import effective_log_every
+
+    assert effective_log_every({"log_every": None, "max_steps": 2000}) == 20
+    assert effective_log_every({"log_every": None, "max_steps": 40}) == 1
+    assert effective_log_every({"log_every": None, "max_steps": None}) == 10
+    assert effective_log_every({"log_every": 7, "max_steps": 2000}) == 7

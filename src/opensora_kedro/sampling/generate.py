@@ -27,6 +27,7 @@ from opensora_kedro.models.mmdit import mmdit_config
 from opensora_kedro.models.mmdit_loading import load_pretrained_mmdit
 from opensora_kedro.models.vae.base import VideoAutoencoder
 from opensora_kedro.models.vae.loading import load_autoencoder
+from opensora_kedro.progress import progress
 from opensora_kedro.sampling.denoiser import denoise, sampling_timesteps, seeded_noise
 from opensora_kedro.sampling.prompts import add_inference_suffix
 from opensora_kedro.sampling.references import Reference, build_conditions
@@ -235,8 +236,8 @@ def generate_latents(
         settings.num_steps, shape[2:], shape[1], settings.patch_size, settings.shift,
         settings.flow_shift,
     )  # fmt: skip
-    logger.info("sampling %d x %s (%s, %d steps)", len(prompts), shape, cond_type,
-                settings.num_steps)  # fmt: skip
+    logger.debug("sampling %d x %s (%s, %d steps)", len(prompts), shape, cond_type,
+                 settings.num_steps)  # fmt: skip
     if settings.method == "distill":
         return denoise_distilled(model, noise, txt, y, timesteps, settings.guidance, cond)
     return denoise(
@@ -286,13 +287,15 @@ def generate(
     _check_vae(vae, settings)
     texts = final_prompts(prompts, settings)
     videos: list[np.ndarray] = []
-    for start in range(0, len(texts), settings.batch_size):
-        stop = start + settings.batch_size
-        latents = generate_latents(
-            model, vae, encoders, texts[start:stop], settings, seeds[start:stop],
-            None if refs is None else refs[start:stop], cond_type,
-        )  # fmt: skip
-        videos += decode_videos(vae, latents, settings.num_frames)
+    with progress(total=len(texts), desc="generating", unit="video") as bar:
+        for start in range(0, len(texts), settings.batch_size):
+            stop = start + settings.batch_size
+            latents = generate_latents(
+                model, vae, encoders, texts[start:stop], settings, seeds[start:stop],
+                None if refs is None else refs[start:stop], cond_type,
+            )  # fmt: skip
+            videos += decode_videos(vae, latents, settings.num_frames)
+            bar.update(len(texts[start:stop]))
     return videos
 
 
@@ -319,12 +322,14 @@ def generate_images(
     # Open-Sora runs the image stage before it adds the fps / motion suffix: raw prompts.
     texts = list(prompts)
     frames: list[np.ndarray] = []
-    for start in range(0, len(texts), settings.batch_size):
-        stop = start + settings.batch_size
-        latents = generate_latents(
-            image_model, image_vae, encoders, texts[start:stop], image, seeds[start:stop]
-        )
-        frames += [video[0] for video in decode_videos(image_vae, latents, 1)]
+    with progress(total=len(texts), desc="generating images", unit="image") as bar:
+        for start in range(0, len(texts), settings.batch_size):
+            stop = start + settings.batch_size
+            latents = generate_latents(
+                image_model, image_vae, encoders, texts[start:stop], image, seeds[start:stop]
+            )
+            frames += [video[0] for video in decode_videos(image_vae, latents, 1)]
+            bar.update(len(texts[start:stop]))
     return frames
 
 

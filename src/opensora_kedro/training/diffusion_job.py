@@ -16,6 +16,9 @@ from opensora_kedro.files import resolve_path
 from opensora_kedro.models.mmdit import MMDiT, mmdit_config
 from opensora_kedro.models.mmdit_loading import load_pretrained_mmdit
 from opensora_kedro.models.vae.loading import build_autoencoder, resolve_vae_source
+from opensora_kedro.sampling.denoiser import denoise, sampling_timesteps
+from opensora_kedro.sampling.generate import decode_videos, target_size
+from opensora_kedro.sampling.references import build_conditions
 from opensora_kedro.text.cache import EmbeddingCache
 from opensora_kedro.training import rectified_flow as rf
 from opensora_kedro.training.latent_cache import (
@@ -29,7 +32,8 @@ from opensora_kedro.training.latent_cache import (
     vae_fingerprint,
 )
 from opensora_kedro.training.launcher import JobSpec
-from opensora_kedro.training.loop import LoopSettings, train_and_export
+from opensora_kedro.training.loop import LoopSettings, effective_log_every, train_and_export
+from opensora_kedro.training.samples import fixed_rows, sample_shape, write_sample_set
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +123,7 @@ class DiffusionTask:
         counts = self.cache_counts
         counts["hits"], counts["misses"] = counts["hits"] + hits, counts["misses"] + misses
         counts["batches"] += 1
-        if counts["batches"] % self.params["log_every"] == 0:
+        if counts["batches"] % effective_log_every(self.params) == 0:
             logger.info("latent cache: %d hits, %d misses so far", counts["hits"],
                         counts["misses"])  # fmt: skip
 
@@ -142,7 +146,42 @@ class DiffusionTask:
             rf.noise_input(x0, noise, t, self.params["sigma_min"]), txt, y, t, cond=cond
         )
         loss = rf.flow_loss(velocity, rf.velocity_target(x0, noise, self.params["sigma_min"]))
-        return loss, {}
+        patch = self.params["model"]["patch_size"]
+        return loss, {"tokens": batch_size * frames * (height // patch) * (width // patch)}
+
+    def samples(self, model: nn.Module, folder: Path) -> list[Path]:
+        """Generate the stage's sample set with ``model``: fixed, seeded captions of the
+        training table (their embeddings are cached), text guidance, the first bucket's
+        resolution; i2v stages condition on the first frame of each caption's clip."""
+        options = self.params["samples"]
+        rows = fixed_rows(len(self.table), options["count"], options["seed"])
+        hashes = [self.hashes[i] for i in rows]
+        device = next(model.parameters()).device
+        txt, y = (self.text.lookup(hashes, name).to(device) for name in ("t5", "clip"))
+        null_txt, null_y = (self.text.null(name)[None].to(device) for name in ("t5", "clip"))
+        resolution, frames = sample_shape(self.params["bucket_config"], options["num_frames"])
+        patch = self.params["model"]["patch_size"]
+        size = target_size(resolution, "1:1", self.vae.spatial_compression, patch)
+        shape = (self.vae.latent_channels, *self.vae.latent_shape(frames, *size))
+        noise = torch.stack([
+            torch.randn(shape, generator=torch.Generator().manual_seed(options["seed"] + i))
+            for i in range(len(rows))
+        ]).to(device)  # fmt: skip
+        cond_type = "i2v_head" if self._conditions_on_frames() else "t2v"
+        paths = [str(self.table["path"].iloc[i]) for i in rows]
+        cond = build_conditions(self.vae.to(device), paths, cond_type, frames, size, len(rows))
+        timesteps = sampling_timesteps(options["num_steps"], shape[2:], shape[1], patch)
+        latents = denoise(model, noise, txt, y, null_txt, null_y, timesteps, options["guidance"],
+                          cond=None if cond is None else cond.to(device))  # fmt: skip
+        videos = decode_videos(self.vae, latents, frames)
+        labels = [f"{cond_type}: {text}" for text in self.table["text"].iloc[rows]]
+        return write_sample_set(videos, labels, folder, fps=8.0)
+
+    def _conditions_on_frames(self) -> bool:
+        types = self.params["condition_config"] or {}
+        return self.params["model"]["cond_embed"] and any(
+            weight > 0 and kind.startswith("i2v") for kind, weight in types.items()
+        )
 
 
 def run(spec: JobSpec) -> dict[str, Any]:

@@ -15,7 +15,6 @@ import torch
 from colossalai.accelerator import get_accelerator
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from opensora_kedro.config.errors import UserConfigError
 from opensora_kedro.data.table_paths import table_fingerprint
@@ -29,6 +28,7 @@ from opensora_kedro.models.lora import (
     merged_model,
     save_adapter,
 )
+from opensora_kedro.progress import progress
 from opensora_kedro.training import rng
 from opensora_kedro.training.booster import clips_inside_plugin, make_plugin
 from opensora_kedro.training.checkpoint import CheckpointManager
@@ -43,6 +43,7 @@ from opensora_kedro.training.ema import (
 )
 from opensora_kedro.training.lr_schedule import WarmupLR
 from opensora_kedro.training.master_weights import load_masters, master_weights, model_state
+from opensora_kedro.training.samples import sample_folder
 from opensora_kedro.training.tracking import MetricsLogger
 
 logger = logging.getLogger(__name__)
@@ -57,6 +58,9 @@ class TrainTask(Protocol):
         """``(dataset, batch_sampler, collate_fn)``; the sampler has set_epoch/state_dict."""
 
     def loss(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]: ...
+
+    # Optional: ``samples(model, folder) -> list[Path]`` writes the task's sample set of the
+    # current weights (see :mod:`~opensora_kedro.training.samples`).
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,7 @@ class LoopSettings:
     compile: bool = False
     use_cosine_scheduler: bool = False
     lora: dict | None = None
+    sample_every: int | None = None
 
     @classmethod
     def from_params(cls, params: dict, warmup_steps: int | None = None) -> LoopSettings:
@@ -89,8 +94,24 @@ class LoopSettings:
         names = {f for f in cls.__dataclass_fields__ if f not in ("warmup_steps",)}
         values = {name: params[name] for name in names if name in params}
         values.setdefault("accumulation_steps", 1)
+        values["log_every"] = effective_log_every(params)
+        values["sample_every"] = (params.get("samples") or {}).get("every")
         warmup = params.get("warmup_steps", warmup_steps or 0)
         return cls(warmup_steps=warmup, **values)
+
+
+POINTS_PER_RUN = 100  # metric points a run logs when log_every is left to the loop
+LOG_EVERY_WITHOUT_MAX_STEPS = 10
+
+
+def effective_log_every(params: dict) -> int:
+    """``log_every``, or when unset (null) every ``max_steps / 100`` updates (at least 1) so a
+    run of any length draws a curve of about 100 points (10 without max_steps)."""
+    if params.get("log_every"):
+        return int(params["log_every"])
+    if not params.get("max_steps"):
+        return LOG_EVERY_WITHOUT_MAX_STEPS
+    return max(1, int(params["max_steps"]) // POINTS_PER_RUN)
 
 
 @dataclass
@@ -100,6 +121,42 @@ class Running:
     epoch: int = 0
     step: int = 0
     update_step: int = 0
+
+
+@dataclass
+class MetricsWindow:
+    """What the loop measured since its last metrics line. A task's loss parts are averaged
+    per micro-batch, except ``tokens`` (a count), which becomes ``tokens_per_s``."""
+
+    losses: list[float] = field(default_factory=list)
+    parts: dict[str, float] = field(default_factory=dict)
+    samples: int = 0
+    tokens: int = 0
+    started: float = field(default_factory=time.perf_counter)
+
+    def add(self, loss: float, parts: dict[str, float], samples: int) -> None:
+        """One micro-batch's loss, its parts and its number of samples."""
+        self.losses.append(loss)
+        self.samples += samples
+        for name, value in parts.items():
+            if name == "tokens":
+                self.tokens += int(value)
+            else:
+                self.parts[name] = self.parts.get(name, 0.0) + float(value)
+
+    def mean_loss(self) -> float:
+        """The mean loss of the window's micro-batches."""
+        return sum(self.losses) / max(len(self.losses), 1)
+
+    def metrics(self) -> dict[str, float]:
+        """Loss, its parts, samples/s and (when counted) tokens/s."""
+        elapsed = max(time.perf_counter() - self.started, 1e-9)
+        count = max(len(self.losses), 1)
+        found = {"loss": self.mean_loss(), "samples_per_s": self.samples / elapsed}
+        found.update({name: total / count for name, total in self.parts.items()})
+        if self.tokens:
+            found["tokens_per_s"] = self.tokens / elapsed
+        return found
 
 
 @dataclass
@@ -201,8 +258,9 @@ class Trainer:
         # they draw the same noise and timesteps for their shared batch.
         data_rank, data_world = _data_shard(plugin, self.rank, self.world)
         self.dataset, self.sampler, self.collate = task.build_data(data_rank, data_world)
+        self.output_dir = Path(output_dir)
         self.checkpoints = CheckpointManager(
-            Path(output_dir) / "checkpoints", settings.keep_n_latest
+            self.output_dir / "checkpoints", settings.keep_n_latest
         )
         self.running = Running()
         self.data_fingerprint: str | None = None  # of the training table (see resume)
@@ -372,13 +430,28 @@ class Trainer:
         max_steps = self.settings.max_steps
         return max_steps is not None and self.running.update_step >= max_steps
 
-    def _log(self, losses: list[float], norm: float, samples: int, started: float) -> None:
-        elapsed = max(time.perf_counter() - started, 1e-9)
+    def _samples(self) -> None:
+        """Rank 0 writes the task's sample set of the current weights (the EMA when kept)
+        and logs it to MLflow; the other ranks go on to the next collective and wait there."""
+        if self.rank != 0 or not hasattr(self.task, "samples"):
+            return
+        model = self.ema if self.ema is not None else self.module
+        step = self.running.update_step
+        folder = sample_folder(self.output_dir, step)
+        training = model.training
+        model.eval()
+        try:
+            with torch.no_grad(), rng.preserved():  # the run's random streams stay in step
+                self.task.samples(model, folder)
+        finally:
+            model.train(training)
+        self.metrics.log_files(str(folder), f"samples/step-{step:08d}")
+
+    def _log(self, window: MetricsWindow, norm: float) -> None:
         memory = (torch.cuda.max_memory_allocated() / 2**20 if has_cuda()
                   else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # fmt: skip
         self.metrics.log(self.running.update_step, {
-            "loss": sum(losses) / max(len(losses), 1), "grad_norm": norm,
-            "lr": self.optimizer.param_groups[0]["lr"], "samples_per_s": samples / elapsed,
+            **window.metrics(), "grad_norm": norm, "lr": self.optimizer.param_groups[0]["lr"],
             "memory_mib": memory,
         })  # fmt: skip
 
@@ -386,8 +459,8 @@ class Trainer:
         """Train until ``max_steps`` updates or ``epochs`` passes; checkpoint on the way."""
         settings, running = self.settings, self.running
         acc = settings.accumulation_steps
-        losses, samples, started, norm = [], 0, time.perf_counter(), 0.0
-        bar = tqdm(
+        window, norm = MetricsWindow(), 0.0
+        bar = progress(
             total=settings.max_steps, initial=running.update_step, desc="training",
             disable=self.rank != 0,
         )  # fmt: skip
@@ -408,12 +481,10 @@ class Trainer:
                                 generator=torch.Generator().manual_seed(settings.seed))  # fmt: skip
             for batch in loader:
                 with self._autocast():
-                    loss, _ = self.task.loss(self.model, _to_device(batch, self.device))
+                    loss, parts = self.task.loss(self.model, _to_device(batch, self.device))
                 self._backward(loss / acc)
-                losses.append(float(loss.detach()))
-                samples += (
-                    len(batch["index"]) if isinstance(batch, dict) and "index" in batch else 1
-                )
+                size = len(batch["index"]) if isinstance(batch, dict) and "index" in batch else 1
+                window.add(float(loss.detach()), parts, size)
                 running.step += 1
                 if running.step % acc:
                     continue
@@ -421,9 +492,11 @@ class Trainer:
                 norm = self._update(want_norm=logging_now)
                 bar.update(1)
                 if running.update_step % settings.log_every == 0:
-                    self._log(losses, norm, samples, started)
-                    bar.set_postfix(loss=f"{sum(losses) / len(losses):.4f}")
-                    losses, samples, started = [], 0, time.perf_counter()
+                    self._log(window, norm)
+                    bar.set_postfix(loss=f"{window.mean_loss():.4f}")
+                    window = MetricsWindow()
+                if settings.sample_every and running.update_step % settings.sample_every == 0:
+                    self._samples()
                 if running.update_step % settings.ckpt_every == 0 or self._done():
                     last_saved, saved_step = self.save() or last_saved, running.update_step
                 if self._done():
@@ -431,7 +504,7 @@ class Trainer:
             else:
                 if running.step % acc:  # an epoch's last, incomplete accumulation is dropped
                     self.optimizer.zero_grad(set_to_none=True)
-                    losses = []
+                    window = MetricsWindow()
                 running.epoch, running.step = running.epoch + 1, 0
         bar.close()
         if saved_step != running.update_step:  # decided alike on every rank (saving is collective)

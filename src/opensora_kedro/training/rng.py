@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -88,3 +90,14 @@ def _restore_cuda(cuda: dict[str, Any] | None) -> None:
         # relaunch with another device mapping; the stream of draws is what matters.
         logger.info("Restoring device %s's CUDA RNG state on device %s", cuda["device"], device)
     torch.cuda.set_rng_state(cuda["state"].to(device="cpu", dtype=torch.uint8), device)
+
+
+@contextmanager
+def preserved() -> Iterator[None]:
+    """Run the block without moving any random stream this module captures (e.g. samples
+    drawn in the middle of training: a run with them trains exactly like one without)."""
+    state = capture()
+    try:
+        yield
+    finally:
+        restore(state)

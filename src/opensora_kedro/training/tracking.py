@@ -37,3 +37,8 @@ class MetricsLogger:
         timestamp = int(time.time() * 1000)
         batch = [Metric(f"{self.prefix}{k}", float(v), timestamp, step) for k, v in metrics.items()]
         self._client.log_batch(self._run_id, metrics=batch)
+
+    def log_files(self, folder: str, artifact_path: str) -> None:
+        """Log the files of ``folder`` as artifacts under ``artifact_path`` of the run."""
+        if self.enabled and self._client is not None:
+            self._client.log_artifacts(self._run_id, folder, artifact_path)

@@ -17,6 +17,7 @@ from opensora_kedro.models.vae.registry import build_vae, load_vae_weights
 from opensora_kedro.training.distributed import rank
 from opensora_kedro.training.launcher import JobSpec
 from opensora_kedro.training.loop import LoopSettings, train_and_export
+from opensora_kedro.training.samples import fixed_rows, write_sample_set
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +73,33 @@ class VaeTask:
             x = x[:, :, :1]
         reconstruction, posterior = model(x, sample=self.params["sample_posterior"])
         terms = self.loss_fn(x, reconstruction, posterior)
-        return terms["total"], {name: float(value) for name, value in terms.items()}
+        parts = {name: float(value.detach()) for name, value in terms.items() if name != "total"}
+        # The terms are sums over a sample's elements (Open-Sora's scale), which change with
+        # the bucket's frames and size; means per element compare from step to step.
+        error = (reconstruction.detach() - x).float()
+        parts |= {"l1_per_element": float(error.abs().mean()),
+                  "mse_per_element": float(error.square().mean())}  # fmt: skip
+        return terms["total"], parts
+
+    def samples(self, model: nn.Module, folder: Path) -> list[Path]:
+        """Reconstructions of fixed, seeded training clips, each beside its original."""
+        options = self.params["samples"]
+        rows = self.table.iloc[fixed_rows(len(self.table), options["count"], options["seed"])]
+        dataset = ClipDataset(rows, seed=self.params["seed"],
+                              fps_max=self.params["dataset"]["fps_max"],
+                              transform=self.params["dataset"]["transform_name"])  # fmt: skip
+        device = next(model.parameters()).device
+        videos, labels = [], []
+        for key in fixed_bucket_keys(rows, self.params):
+            x = dataset[key]["video"].unsqueeze(0).to(device)
+            reconstruction, _ = model(x, sample=self.params["sample_posterior"])
+            pair = torch.cat([x, reconstruction.clamp(-1, 1)], dim=-1)[0]  # side by side
+            videos.append(((pair.float() + 1) * 127.5).round().byte().permute(1, 2, 3, 0).cpu())
+            labels.append("original | reconstruction")
+        if not videos:
+            logger.warning("no sample clip fits a bucket: no reconstructions this time")
+            return []
+        return write_sample_set([v.numpy() for v in videos], labels, folder, fps=8.0)
 
 
 @torch.no_grad()

@@ -105,3 +105,12 @@ def test_training_split_excludes_held_out_clips(table):
     assert isinstance(train, pd.DataFrame)
     with pytest.raises(ValueError, match="keeps every one"):
         split_holdout(table.head(1), 0.999999)
+
+
+def test_reconstructions_are_sampled_during_training(tmp_path, table):
+    params = _params(samples={"every": 2, "count": 2})
+    SequentialRunner().run(create_pipeline(), _catalog(tmp_path, table, params))
+    folder = tmp_path / "run" / "samples" / "step-00000002"
+    names = {p.name for p in folder.iterdir()}
+    assert {"samples.gif", "samples.png", "labels.txt"} <= names and "sample-0.mp4" in names
+    assert "original | reconstruction" in (folder / "labels.txt").read_text()

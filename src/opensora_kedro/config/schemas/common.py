@@ -180,6 +180,19 @@ class OptimizerParams(Params):
     betas: tuple[Probability, Probability] = Field((0.9, 0.999), description="Adam betas")
 
 
+class TrainingSamplesParams(Params):
+    """Samples during training, logged to MLflow (generated clips, or VAE reconstructions)."""
+
+    every: PositiveInt | None = Field(None, description="updates between sample sets (null: off)")
+    count: PositiveInt = Field(4, description="clips per set: fixed, seeded captions or clips")
+    num_steps: PositiveInt = Field(20, description="denoising steps (diffusion)")
+    guidance: float = Field(7.5, ge=0, description="text guidance scale (diffusion)")
+    num_frames: PositiveInt | None = Field(
+        None, description="frames per clip (diffusion; null: the first bucket's longest)"
+    )
+    seed: int = Field(0, description="seed of the chosen captions or clips and of the noise")
+
+
 class PluginConfigParams(Params):
     """Settings of the ColossalAI Booster plugin."""
 

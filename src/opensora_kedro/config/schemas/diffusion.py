@@ -19,6 +19,7 @@ from opensora_kedro.config.schemas.common import (
     PositiveInt,
     Probability,
     TextEncoderParams,
+    TrainingSamplesParams,
     bucket_frame_issues,
     plugin_issues,
     weight_sharding_issues,
@@ -177,8 +178,13 @@ class DiffusionStageParams(Params):
     seed: int = Field(42, description="seed of sampling, noise and initialisation")
     epochs: PositiveInt = Field(1000, description="passes over the data")
     max_steps: PositiveInt | None = Field(None, description="stop after this many updates")
-    log_every: PositiveInt = Field(10, description="steps between metric logs")
+    log_every: PositiveInt | None = Field(
+        None, description="updates between metric logs (null: max_steps / 100, at least 1)"
+    )
     ckpt_every: PositiveInt = Field(100, description="steps between checkpoints")
+    samples: TrainingSamplesParams = Field(
+        default_factory=TrainingSamplesParams, description="samples during training (MLflow)"
+    )
     keep_n_latest: PositiveInt = Field(20, description="checkpoints kept on disk")
     condition_config: dict[CondType, Annotated[float, Field(ge=0)]] | None = Field(
         None, description="weights of the conditioning types drawn per sample (null: t2v)"

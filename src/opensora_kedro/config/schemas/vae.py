@@ -17,6 +17,7 @@ from opensora_kedro.config.schemas.common import (
     PositiveInt,
     PretrainedWeights,
     Probability,
+    TrainingSamplesParams,
     VaeType,
     bucket_frame_issues,
     plugin_issues,
@@ -134,8 +135,13 @@ class VaeTrainingParams(Params):
     seed: int = Field(42, description="seed")
     epochs: PositiveInt = Field(100, description="passes over the data")
     max_steps: PositiveInt | None = Field(None, description="stop after this many updates")
-    log_every: PositiveInt = Field(10, description="steps between metric logs")
+    log_every: PositiveInt | None = Field(
+        None, description="updates between metric logs (null: max_steps / 100, at least 1)"
+    )
     ckpt_every: PositiveInt = Field(3000, description="steps between checkpoints")
+    samples: TrainingSamplesParams = Field(
+        default_factory=TrainingSamplesParams, description="samples during training (MLflow)"
+    )
     keep_n_latest: PositiveInt = Field(50, description="checkpoints kept on disk")
     ema_decay: Annotated[float, Field(gt=0, lt=1)] | None = Field(0.99, description="EMA decay")
     vae_loss_config: VaeLossParams = Field(description="loss weights")
