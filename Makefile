@@ -11,7 +11,7 @@ PIP   := $(PY) -m pip install -q --disable-pip-version-check
 QUIET := 2>&1 | { grep -v 'is ignored: it is neither a file nor a directory' || true; }
 export KEDRO_DISABLE_TELEMETRY := true
 
-.PHONY: setup run test lint viz mlflow-ui
+.PHONY: setup run test lint viz mlflow-ui notebook
 
 setup: $(STAMP)
 
@@ -38,6 +38,12 @@ lint: $(STAMP)
 
 viz: $(STAMP)
 	$(VENV)/bin/kedro viz build
+	@echo "kedro viz: http://127.0.0.1:4141 (Ctrl-C stops it)"
+	$(PY) -m http.server 4141 --bind 127.0.0.1 --directory build
 
 mlflow-ui: $(STAMP)
 	$(VENV)/bin/kedro mlflow ui
+
+notebook: $(STAMP)
+	$(PIP) -e ".[notebook]" $(QUIET)
+	$(VENV)/bin/kedro jupyter lab --notebook-dir notebooks

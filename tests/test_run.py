@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import mlflow
@@ -14,6 +19,8 @@ import pandas as pd
 import pytest
 
 from opensora_kedro.text.cache import EmbeddingCache
+from opensora_kedro.tracking_runs import HOST_TAG, PROJECT_TAG
+from opensora_kedro.training.distributed import free_port
 from tests.conftest import PROJECT_ROOT
 
 KEDRO = str(Path(sys.executable).parent / "kedro")
@@ -46,6 +53,7 @@ def _kedro(project: Path, *args: str) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_kedro_run_default_pipeline(project):
     short = ("vae_training.max_steps=6,vae_training.ckpt_every=3,vae_training.log_every=2,"
+             "vae_training.samples.every=3,"
              "diffusion_stage1.max_steps=4,diffusion_stage1.log_every=2,"
              "evaluation.prompt_following.num_unseen_prompts=2,"
              "evaluation.prompt_following.num_seen_prompts=2")  # fmt: skip
@@ -65,6 +73,13 @@ def test_kedro_run_default_pipeline(project):
     assert len(runs) == 1
     run = runs[0]
     assert run.info.status == "FINISHED"
+    assert re.fullmatch(r"__default__@local-[0-9a-f]{8}", run.info.run_name)
+    tags = run.data.tags
+    assert (tags["env"], tags["pipeline"], tags["runner"]) == ("local", "__default__",
+                                                               "SequentialRunner")  # fmt: skip
+    assert tags["version.torch"] and tags["version.colossalai"] and tags["version.kedro"]
+    assert run.info.artifact_uri.startswith(str(project.resolve() / "mlruns"))
+    assert run.data.metrics["system/cpu_utilization_percentage"] >= 0  # sampled every 5 s
     assert run.data.params["demo_data.num_clips"] == "180"  # conf/local over conf/base
     assert run.data.params["demo_data.crf"] == "20"  # conf/base, kept by the soft merge
     assert run.data.params["data_processing.motion.variant"] == "integer"
@@ -75,6 +90,13 @@ def test_kedro_run_default_pipeline(project):
     assert run.data.metrics["vae_metrics.psnr"] > 0
     history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "vae.loss")
     assert [m.step for m in history] == [2, 4, 6]  # logged by the training job, rank 0
+    # the VAE's loss parts apart, and a reconstruction error comparable across buckets
+    assert {"vae.reconstruction", "vae.kl", "vae.mse_per_element"} <= set(run.data.metrics)
+    assert run.data.metrics["diffusion_stage1.tokens_per_s"] > 0
+    sampled = mlflow.MlflowClient().list_artifacts(run.info.run_id, "samples/step-00000003")
+    assert {"samples/step-00000003/samples.gif", "samples/step-00000003/samples.png"} <= {
+        a.path for a in sampled
+    }  # reconstructions during VAE training, logged by the job
     assert (project / "data/06_models/vae/model.safetensors").is_file()
     history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "diffusion_stage1.loss")
     assert [m.step for m in history] == [2, 4]
@@ -101,13 +123,38 @@ def test_kedro_run_default_pipeline(project):
 
 
 @pytest.mark.slow
+def test_the_notebook_runs_headless_on_the_run(project):
+    import nbclient
+    import nbformat
+
+    # Right after test_kedro_run_default_pipeline, on what it left (later tests change it).
+    if not (project / "data/08_reporting/prompt_following.png").exists():
+        pytest.skip("needs the default run of test_kedro_run_default_pipeline first")
+    notebook = nbformat.read(project / "notebooks" / "tour.ipynb", as_version=4)
+    folder = {"metadata": {"path": str(project / "notebooks")}}  # run where a user opens it
+    nbclient.NotebookClient(
+        notebook, timeout=300, kernel_name="python3", resources=folder
+    ).execute()
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    pictures = [o for o in outputs if "image/png" in o.get("data", {})]
+    assert len(pictures) >= 4  # buckets, clip thumbnails, the VAE round trip, the samples
+
+
+@pytest.mark.slow
 def test_nested_params_override_keeps_siblings(project):
+    # A run a killed process left RUNNING is closed by the next run of the project.
+    client = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("opensora_kedro").experiment_id
+    tags = {PROJECT_TAG: str(project.resolve()), HOST_TAG: socket.gethostname()}
+    killed = client.create_run(experiment, tags=tags).info.run_id
     _kedro(
         project,
         "run",
         "--pipeline=demo_data",
         "--params=demo_data.num_clips=3,demo_data.num_images=0",
     )
+    assert client.get_run(killed).info.status == "FAILED"
     captions = pd.read_csv(project / "data/01_raw/captions.csv")
     assert len(captions) == 3
     assert len(list((project / "data/01_raw/videos").glob("*.mp4"))) == 3  # the old clips are gone
@@ -119,8 +166,15 @@ def test_viz_build_shows_every_pipeline(project):
     main = json.loads((project / "build/api/main").read_text())
     pipelines = {pipeline["id"] for pipeline in main["pipelines"]}
     assert {"__default__", "demo_data", "data_processing", "diffusion_stage2_i2v"} <= pipelines
-    layers = set(main["layers"])
-    assert {"raw", "intermediate", "primary", "model_input", "reporting"} <= layers
+    assert {"raw", "intermediate", "primary", "model_input", "reporting"} <= set(main["layers"])
+    kedro_order = ["raw", "intermediate", "primary", "feature", "model_input", "models",
+                   "model_output", "reporting"]  # fmt: skip
+    for pipeline in pipelines:  # the layers a pipeline draws, in Kedro's order
+        drawn = json.loads((project / "build/api/pipelines" / pipeline).read_text())
+        used = {node.get("layer") for node in drawn["nodes"]} - {None}
+        in_order = [layer for layer in drawn["layers"] if layer in used]
+        assert in_order == [layer for layer in kedro_order if layer in used], pipeline
+    assert {"data", "training", "evaluation", "inference", "gpu"} <= {t["id"] for t in main["tags"]}
 
 
 @pytest.mark.slow
@@ -132,3 +186,40 @@ def test_invalid_params_fail_before_any_node_runs(project):
     assert result.returncode != 0
     assert "demo_data.crf = 99" in output and "diffusion_stage1.optim.lr = 2" in output
     assert "Running node" not in output and "Traceback" not in output
+
+
+def _api(port: int, endpoint: str, body: dict) -> dict:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/2.0/mlflow/{endpoint}", json.dumps(body).encode(),
+        {"Content-Type": "application/json"},
+    )  # fmt: skip
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+@pytest.mark.slow
+def test_mlflow_ui_serves_the_runs_without_an_activated_environment(project):
+    if not (project / "mlflow.db").exists():  # run alone: make a run to serve
+        _kedro(project, "run", "--pipeline=demo_data", "--params=demo_data.num_clips=2")
+    port = free_port()
+    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "PATH": "/usr/bin:/bin"}
+    log = (project / "mlflow-ui.log").open("w")
+    server = subprocess.Popen([KEDRO, "mlflow", "ui", "--port", str(port)], cwd=project, env=env,
+                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    try:
+        deadline, experiments = time.monotonic() + 120, None
+        while experiments is None:
+            assert server.poll() is None, (project / "mlflow-ui.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "the MLflow UI did not answer within 120 s"
+            try:
+                experiments = _api(port, "experiments/search", {"max_results": 10})
+            except OSError:
+                time.sleep(1)
+        ids = [e["experiment_id"] for e in experiments["experiments"]]
+        runs = _api(port, "runs/search", {"experiment_ids": ids})["runs"]
+        names = [run["info"]["run_name"] for run in runs]
+        assert any(re.fullmatch(r"\w+@local-[0-9a-f]{8}", name) for name in names), names
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+        log.close()

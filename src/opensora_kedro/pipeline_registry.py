@@ -14,13 +14,34 @@ DEFAULT_CHAIN = (
 )
 
 
+# Tags per pipeline, for `kedro run --tags` and kedro viz's filter: what kind of work, and
+# where it wants to run.
+TAGS = {
+    "demo_data": ("data",),
+    "data_processing": ("data",),
+    "text_embedding": ("data", "gpu"),
+    "vae_training": ("training", "gpu"),
+    "diffusion_image": ("training", "gpu"),
+    "diffusion_stage1": ("training", "gpu"),
+    "diffusion_stage2": ("training", "gpu"),
+    "diffusion_stage1_i2v": ("training", "gpu"),
+    "diffusion_stage2_i2v": ("training", "gpu"),
+    "diffusion_finetune": ("training", "gpu"),
+    "evaluation": ("evaluation", "gpu"),
+    "inference": ("inference", "gpu"),
+}
+
+
 def register_pipelines() -> dict[str, Pipeline]:
     """Every pipeline under ``pipelines/``, plus ``__default__``: the embedded default chain.
 
     Kedro 1.7 imports only the pipelines a run asks for, so ``__default__`` is
     built only when its parts were loaded (a run of ``__default__`` loads them all).
     """
-    pipelines = find_pipelines(raise_errors=True)
+    pipelines = {
+        name: pipeline.tag(TAGS.get(name, ()))
+        for name, pipeline in find_pipelines(raise_errors=True).items()
+    }
     if all(name in pipelines for name in DEFAULT_CHAIN):
         pipelines["__default__"] = sum((pipelines[name] for name in DEFAULT_CHAIN), Pipeline([]))
     return pipelines

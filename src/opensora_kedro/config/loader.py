@@ -69,7 +69,13 @@ class ProjectConfigLoader(OmegaConfigLoader):
     def __getitem__(self, key: str) -> dict[str, Any]:
         if key == "parameters" and key not in self:
             return self.resolved_parameters().params
-        return super().__getitem__(key)
+        config = super().__getitem__(key)
+        if key == "catalog":
+            # Kedro makes `filepath` / `path` absolute against the project; our tables' `root`
+            # too, so a notebook (cwd notebooks/) finds the same folders as `kedro run`.
+            project = Path(self.conf_source).resolve().parent
+            config = {name: _absolute_root(entry, project) for name, entry in config.items()}
+        return config
 
     @property
     def run_env(self) -> str:
@@ -100,3 +106,13 @@ class ProjectConfigLoader(OmegaConfigLoader):
         if getattr(self, "_resolved", None) is None:
             self._resolved = resolve_parameters(self.parameter_layers(), env=self.run_env)
         return self._resolved
+
+
+def _absolute_root(entry: Any, project: Path) -> Any:
+    """A catalog entry with a relative ``root`` made absolute against ``project``."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("root"), str):
+        return entry
+    root = entry["root"]
+    if "://" in root or Path(root).is_absolute():
+        return entry
+    return {**entry, "root": (project / root).as_posix()}
