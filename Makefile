@@ -42,6 +42,7 @@ viz: $(STAMP)
 	$(PY) -m http.server 4141 --bind 127.0.0.1 --directory build
 
 mlflow-ui: $(STAMP)
+	@$(PY) -c "from opensora_kedro.tracking_runs import print_runs_url; print_runs_url()"
 	$(VENV)/bin/kedro mlflow ui
 
 notebook: $(STAMP)

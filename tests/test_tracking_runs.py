@@ -98,3 +98,17 @@ def test_names_and_tags_say_what_ran(tmp_path):
 
 def test_no_git_no_git_tags(tmp_path):
     assert "mlflow.source.git.commit" not in run_tags(tmp_path, "base", ["p"], None)
+
+
+def test_the_ui_link_opens_the_runs_in_the_model_training_view(tmp_path, capsys):
+    from opensora_kedro.tracking_runs import print_runs_url, runs_url
+
+    assert runs_url("3", "abc") == (
+        "http://127.0.0.1:5000/#/experiments/3/runs/abc?workflowType=machine_learning"
+    )
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    print_runs_url(uri)
+    assert "make run" in capsys.readouterr().out
+    MlflowClient(tracking_uri=uri).create_experiment("opensora_kedro")
+    print_runs_url(uri)
+    assert "/#/experiments/1/runs?workflowType=machine_learning" in capsys.readouterr().out

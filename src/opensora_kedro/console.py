@@ -54,9 +54,13 @@ def quiet_known_warnings() -> None:
 
 
 def setup_console() -> None:
-    """Known warnings quiet; on a terminal, Kedro's Rich handler (colours, rich tracebacks) on
-    stderr instead of the plain one of conf/logging.yml."""
+    """Known warnings quiet, MLflow's housekeeping lines too; on a terminal, Kedro's Rich
+    handler (colours, rich tracebacks) on stderr instead of the plain one of
+    conf/logging.yml."""
     quiet_known_warnings()
+    # MLflow sets its logger's level when imported, over conf/logging.yml: database tables
+    # created, a GPU monitor skipped on a CPU, the system-metrics monitor started / stopped.
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
     if not sys.stderr.isatty():
         return
     from kedro.logging import RichHandler

@@ -30,6 +30,7 @@ from opensora_kedro.tracking_runs import (
     rebase_artifacts,
     run_name,
     run_tags,
+    runs_url,
 )
 
 logger = logging.getLogger(__name__)
@@ -175,10 +176,14 @@ class TrackingHooks:
     def __init__(self) -> None:
         self._env: str | None = None
         self._monitor = None
+        self._ui = "http://127.0.0.1:5000"
 
     @hook_impl(trylast=True)  # kedro-mlflow has set the tracking URI
     def after_context_created(self, context) -> None:
         self._env = getattr(context.config_loader, "run_env", None) or context.env
+        ui = getattr(getattr(context, "mlflow", None), "ui", None)
+        if ui is not None:
+            self._ui = f"http://{ui.host}:{ui.port}"
         # Before any run is created (kedro run) or shown (kedro mlflow ui): a new run's
         # artifact location derives from its experiment's.
         rebase_artifacts(mlflow.get_tracking_uri(), Path(context.project_path))
@@ -210,6 +215,10 @@ class TrackingHooks:
     @hook_impl(tryfirst=True)  # before kedro-mlflow ends the run
     def after_pipeline_run(self) -> None:
         self._stop_monitor()
+        run = mlflow.active_run()
+        if run is not None:
+            logger.info("MLflow run %s: `make mlflow-ui`, then %s", run.info.run_name,
+                        runs_url(run.info.experiment_id, run.info.run_id, self._ui))  # fmt: skip
 
     @hook_impl(tryfirst=True)
     def on_pipeline_error(self) -> None:

@@ -96,6 +96,27 @@ def close_abandoned_runs(client, experiment_id: str, project: Path) -> list[str]
     return closed
 
 
+def runs_url(
+    experiment_id: str, run_id: str | None = None, ui: str = "http://127.0.0.1:5000"
+) -> str:
+    """The MLflow UI page of an experiment's runs (or of one run), in its model-training view
+    (MLflow 3 opens on its GenAI view otherwise)."""
+    page = f"runs/{run_id}" if run_id else "runs"
+    return f"{ui}/#/experiments/{experiment_id}/{page}?workflowType=machine_learning"
+
+
+def print_runs_url(tracking_uri: str = "sqlite:///mlflow.db", experiment: str = "opensora_kedro",
+                   ui: str = "http://127.0.0.1:5000") -> None:  # fmt: skip
+    """For ``make mlflow-ui``: where the project's runs are (stdout)."""
+    from mlflow import MlflowClient
+
+    found = MlflowClient(tracking_uri).get_experiment_by_name(experiment)
+    if found is None:
+        print("no MLflow runs yet: `make run` first")  # noqa: T201 - a command's output
+    else:
+        print(f"MLflow runs: {runs_url(found.experiment_id, ui=ui)}")  # noqa: T201
+
+
 def run_name(pipelines: list[str], env: str, run_id: str) -> str:
     """``<pipeline>@<env>-<short id>``, e.g. ``__default__@local-1a2b3c4d``."""
     return f"{'+'.join(pipelines)}@{env}-{run_id[:8]}"

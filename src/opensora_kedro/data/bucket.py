@@ -553,7 +553,9 @@ def assign_buckets(
         num_frames, height, width, fps, row_ids, config, seed=seed, epoch=epoch, fps_max=fps_max
     )
     counts = np.bincount(codes.reason + 1, minlength=len(SKIP_REASONS) + 1)
-    logger.info(
+    # Every epoch re-draws the buckets: the first draw is news, the others are alike.
+    logger.log(
+        logging.INFO if epoch == 0 else logging.DEBUG,
         "bucketed %d of %d rows (seed %d, epoch %d); skipped: %s",
         counts[0], len(table), seed, epoch,
         ", ".join(f"{name} {c}" for name, c in zip(SKIP_REASONS, counts[1:], strict=True)),

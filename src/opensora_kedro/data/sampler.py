@@ -282,7 +282,8 @@ class VariableShapeBatchSampler(Sampler[list[SampleKey]]):
             )
             self._plan_cache = (key, plan)
             if self.rank == 0:
-                logger.info(
+                logger.log(
+                    logging.INFO if self.epoch == 0 else logging.DEBUG,
                     "epoch %d: %d samples in %d buckets, %d micro-batches, %d steps per rank",
                     self.epoch,
                     len(plan.rows),

@@ -4,6 +4,7 @@ embedding cache, per-sample conditioning; every stage runs this on the shared lo
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from opensora_kedro.files import resolve_path
 from opensora_kedro.models.mmdit import MMDiT, mmdit_config
 from opensora_kedro.models.mmdit_loading import load_pretrained_mmdit
 from opensora_kedro.models.vae.loading import build_autoencoder, resolve_vae_source
+from opensora_kedro.progress import PROGRESS_INTERVAL_S
 from opensora_kedro.sampling.denoiser import denoise, sampling_timesteps
 from opensora_kedro.sampling.generate import decode_videos, target_size
 from opensora_kedro.sampling.references import build_conditions
@@ -32,7 +34,7 @@ from opensora_kedro.training.latent_cache import (
     vae_fingerprint,
 )
 from opensora_kedro.training.launcher import JobSpec
-from opensora_kedro.training.loop import LoopSettings, effective_log_every, train_and_export
+from opensora_kedro.training.loop import LoopSettings, train_and_export
 from opensora_kedro.training.samples import fixed_rows, sample_shape, write_sample_set
 
 logger = logging.getLogger(__name__)
@@ -49,6 +51,7 @@ class DiffusionTask:
         self.hashes = table["caption_hash"].to_numpy()
         self.cache, self.vae_id = None, None
         self.cache_counts = {"hits": 0, "misses": 0, "batches": 0}
+        self._cache_logged_at = time.monotonic()
         if params["dataset"]["type"] == "cached_video_text":
             if source.weights is None:
                 raise ValueError("cached_video_text needs VAE weights to key the cache by")
@@ -123,7 +126,9 @@ class DiffusionTask:
         counts = self.cache_counts
         counts["hits"], counts["misses"] = counts["hits"] + hits, counts["misses"] + misses
         counts["batches"] += 1
-        if counts["batches"] % effective_log_every(self.params) == 0:
+        now = time.monotonic()
+        if now - self._cache_logged_at >= PROGRESS_INTERVAL_S:  # with the progress lines
+            self._cache_logged_at = now
             logger.info("latent cache: %d hits, %d misses so far", counts["hits"],
                         counts["misses"])  # fmt: skip
 
