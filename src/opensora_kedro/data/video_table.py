@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from opensora_kedro.data.parallel import map_with_progress
-from opensora_kedro.datasets.video_folder import VideoFolder
+from opensora_kedro.data.video_folder import VideoFolder
 from opensora_kedro.video.probe import ProbeError, probe_video
 
 logger = logging.getLogger(__name__)

@@ -2,29 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kedro.io import AbstractDataset, DatasetError
 
+from opensora_kedro.data.video_folder import VideoFolder
 from opensora_kedro.datasets.folder_swap import replace_folder
 
 # Written into every folder this dataset creates; a folder without it holds
 # someone's own files and is never replaced.
 MARKER = ".opensora_kedro_folder"
-
-
-@dataclass(frozen=True)
-class VideoFolder:
-    """The files under ``root`` (relative POSIX paths, sorted, hidden files excluded)."""
-
-    root: Path
-    files: list[str] = field(default_factory=list)
-
-    def path(self, relative: str) -> Path:
-        """Absolute path of one listed file."""
-        return self.root / relative
 
 
 class VideoFolderDataset(AbstractDataset[dict[str, bytes], VideoFolder]):

@@ -11,8 +11,8 @@ from opensora_kedro.data.bucket_report import bucket_report, plot_bucket_report
 from opensora_kedro.data.filtering import FilterRules, filter_table
 from opensora_kedro.data.motion_table import score_motion
 from opensora_kedro.data.training_table import build_training_table
+from opensora_kedro.data.video_folder import VideoFolder
 from opensora_kedro.data.video_table import build_video_table
-from opensora_kedro.datasets.video_folder import VideoFolder
 from opensora_kedro.video.motion import MotionConfig
 
 
