@@ -1,4 +1,5 @@
-"""Content hashes of files (checkpoint manifests, cache shards, encoder fingerprints)."""
+"""Content hashes: of files (checkpoint manifests, cache shards, encoder fingerprints) and of
+captions (the text-embedding cache's key)."""
 
 from __future__ import annotations
 
@@ -15,3 +16,8 @@ def sha256_file(path: str | Path) -> str:
         while chunk := handle.read(CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def caption_hash(text: str) -> str:
+    """A stable key for a caption: the sha256 of its UTF-8 text."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()

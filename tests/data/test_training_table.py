@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from opensora_kedro.data.training_table import build_training_table, caption_suffix
-from opensora_kedro.data.video_table import caption_hash
+from opensora_kedro.hashing import caption_hash
 
 
 @pytest.mark.parametrize(

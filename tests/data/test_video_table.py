@@ -1,8 +1,9 @@
 import pandas as pd
 import pytest
 
-from opensora_kedro.data.video_table import META_COLUMNS, build_video_table, caption_hash
+from opensora_kedro.data.video_table import META_COLUMNS, build_video_table
 from opensora_kedro.datasets.video_folder import VideoFolderDataset
+from opensora_kedro.hashing import caption_hash
 from tests.conftest import gradient_frames, write_video
 
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 from kedro.io import DataCatalog, DatasetError
 
-from opensora_kedro.data.video_table import caption_hash
 from opensora_kedro.datasets.embedding_cache import EmbeddingCacheDataset
+from opensora_kedro.hashing import caption_hash
 from opensora_kedro.text import cache as cache_module
 from opensora_kedro.text.cache import CacheUpdate, EmbeddingCache, Slot
 

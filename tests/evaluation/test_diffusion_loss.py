@@ -9,7 +9,6 @@ from torch import nn
 
 from opensora_kedro.data.clip_batches import fixed_bucket_keys
 from opensora_kedro.data.clip_dataset import ClipDataset
-from opensora_kedro.data.video_table import caption_hash
 from opensora_kedro.evaluation.diffusion_loss import (
     LOSS_COLUMNS,
     bucket_losses,
@@ -17,6 +16,7 @@ from opensora_kedro.evaluation.diffusion_loss import (
     eval_timesteps,
     fixed_noise,
 )
+from opensora_kedro.hashing import caption_hash
 from opensora_kedro.models.mmdit import build_mmdit
 from opensora_kedro.models.vae.registry import build_vae
 from opensora_kedro.video.codec import encode_mp4

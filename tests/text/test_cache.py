@@ -6,7 +6,7 @@ import pickle
 import pytest
 import torch
 
-from opensora_kedro.data.video_table import caption_hash
+from opensora_kedro.hashing import caption_hash
 from opensora_kedro.text import embedder as embedder_module
 from opensora_kedro.text.cache import (
     EMPTY_HASH,

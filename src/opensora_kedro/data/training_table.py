@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from opensora_kedro.data.aspect import UNLIMITED_FPS_MAX, map_target_fps
-from opensora_kedro.data.video_table import caption_hash
+from opensora_kedro.hashing import caption_hash
 
 
 def _fps_text(fps: float) -> str:

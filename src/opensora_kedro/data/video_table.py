@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from functools import partial
@@ -12,6 +11,7 @@ import pandas as pd
 
 from opensora_kedro.data.parallel import map_with_progress
 from opensora_kedro.data.video_folder import VideoFolder
+from opensora_kedro.hashing import caption_hash
 from opensora_kedro.video.probe import ProbeError, probe_video
 
 logger = logging.getLogger(__name__)
@@ -24,11 +24,6 @@ META_COLUMNS = [
     "caption_hash", *FILE_KEY,
 ]  # fmt: skip
 REJECT_COLUMNS = ["path", "stage", "reason", "detail"]
-
-
-def caption_hash(text: str) -> str:
-    """A stable key for a caption: the sha256 of its UTF-8 text."""
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _probe_row(path: str, check_frames: int) -> dict:

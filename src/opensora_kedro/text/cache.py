@@ -33,9 +33,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save as safetensors_bytes
 
-from opensora_kedro.data.video_table import caption_hash
 from opensora_kedro.files import write_atomic
-from opensora_kedro.hashing import sha256_file
+from opensora_kedro.hashing import caption_hash, sha256_file
 
 logger = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 from kedro_datasets.json import JSONDataset
 
-from opensora_kedro.data.video_table import caption_hash
 from opensora_kedro.datasets.embedding_cache import EmbeddingCacheDataset
+from opensora_kedro.hashing import caption_hash
 from opensora_kedro.pipelines.text_embedding import create_pipeline
 from opensora_kedro.text.cache import EMPTY_HASH, EmbeddingCache
 from opensora_kedro.text.embedder import TextEmbedder
