@@ -18,8 +18,8 @@ from kedro.framework.cli.project import run as kedro_run
 from kedro.framework.cli.utils import _split_params
 from kedro.framework.project import pipelines, settings
 
+from opensora_kedro.config.describe import diff_trees, explain_key, plain
 from opensora_kedro.config.errors import UserConfigError
-from opensora_kedro.config.inspect import diff_trees, explain_key, plain
 from opensora_kedro.config.loader import ProjectConfigLoader
 from opensora_kedro.config.resolve import ResolvedParameters
 

@@ -100,7 +100,8 @@ CondType = Literal["t2v", "i2v_head", "i2v_tail", "i2v_loop", "v2v_head", "v2v_t
 # Either the probability of taking a bucket, or (p_keep_at_this_resolution, p_skip_to_shorter_t).
 BucketProbability = Probability | tuple[Probability, Probability]
 BucketEntry = tuple[BucketProbability, PositiveInt]
-BucketConfig = dict[ResolutionName, dict[PositiveInt, BucketEntry]]
+# The YAML form of a bucket config; `data.bucket.BucketConfig` is the parsed one training uses.
+BucketConfigTree = dict[ResolutionName, dict[PositiveInt, BucketEntry]]
 
 
 def bucket_frame_issues(

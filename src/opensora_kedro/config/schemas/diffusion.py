@@ -8,7 +8,7 @@ from pydantic import Field
 
 from opensora_kedro.config.schemas.common import (
     AutoencoderParams,
-    BucketConfig,
+    BucketConfigTree,
     CondType,
     Dtype,
     NonNegativeInt,
@@ -142,7 +142,7 @@ class DiffusionStageParams(Params):
 
     extends: str | None = Field(None, description="the stage this one inherits from")
     dataset: VideoDatasetParams = Field(description="training data")
-    bucket_config: BucketConfig = Field(
+    bucket_config: BucketConfigTree = Field(
         description="{resolution: {num_frames: [probability, batch_size per GPU]}}"
     )
     model: MMDiTParams = Field(description="the diffusion model")

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 from pydantic import Field
 
 from opensora_kedro.config.schemas.common import (
-    BucketConfig,
+    BucketConfigTree,
     Dtype,
     NonNegativeInt,
     OptimizerParams,
@@ -115,7 +115,7 @@ class VaeTrainingParams(Params):
     extends: str | None = Field(None, description="the config this one inherits from")
     model: VaeModelParams = Field(description="the autoencoder")
     dataset: VideoDatasetParams = Field(description="training data")
-    bucket_config: BucketConfig = Field(description="{resolution: {num_frames: [prob, batch]}}")
+    bucket_config: BucketConfigTree = Field(description="{resolution: {num_frames: [prob, batch]}}")
     num_workers: NonNegativeInt = Field(12, description="data-loader worker processes")
     prefetch_factor: PositiveInt | None = Field(2, description="batches prefetched per worker")
     optim: OptimizerParams = Field(description="optimizer")
