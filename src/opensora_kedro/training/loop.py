@@ -438,13 +438,17 @@ class Trainer:
         model = self.ema if self.ema is not None else self.module
         step = self.running.update_step
         folder = sample_folder(self.output_dir, step)
-        training = model.training
+        training, sp_group = model.training, getattr(model, "sp_group", None)
         model.eval()
+        if sp_group is not None:  # rank 0 samples alone: no all-to-all with the others
+            model.enable_sequence_parallel(None)
         try:
             with torch.no_grad(), rng.preserved():  # the run's random streams stay in step
                 self.task.samples(model, folder)
         finally:
             model.train(training)
+            if sp_group is not None:
+                model.enable_sequence_parallel(sp_group)
         self.metrics.log_files(str(folder), f"samples/step-{step:08d}")
 
     def _log(self, window: MetricsWindow, norm: float) -> None:

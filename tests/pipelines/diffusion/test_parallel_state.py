@@ -37,8 +37,11 @@ def _train(chain, name: str, launcher: dict, **params) -> dict:
 def test_sequence_parallel_training_saves_resumes_and_exports_the_whole_model(chain):
     whole = _train(chain, "sp_one", ONE)
     _train(chain, "sp_two", TWO, plugin="hybrid", plugin_config=SP2, max_steps=2)
-    split = _train(chain, "sp_two", TWO, plugin="hybrid", plugin_config=SP2)  # resumes at 2
+    # resumes at 2; rank 0 draws samples at 3 alone (the model's sp group is set aside)
+    samples = {"every": 3, "count": 1, "num_steps": 1}
+    split = _train(chain, "sp_two", TWO, plugin="hybrid", plugin_config=SP2, samples=samples)
     assert [h["step"] for h in split["history"]] == [3]
+    assert (chain.root / "sp_two" / "samples" / "step-00000003" / "samples.png").is_file()
     for kind in ("export", "checkpoint"):
         name = "model.safetensors"
         expected = load_file(os.path.join(whole[kind], name))
