@@ -28,8 +28,9 @@ KNOWN_WARNINGS = (
     (r"Please install the latest tensornvme", "ColossalAI's async save, which is not used"),
     (r"`broadcast_buffers` is deprecated", "ColossalAI's hybrid plugin passes the old DDP name"),
     (r"`torch\.jit\.script(_method)?` is deprecated", "ColossalAI's kernels use TorchScript"),
-    (r"find_unused_parameters=True was specified in DDP constructor",
-     "the hybrid plugin always sets it; our models may skip parameters (cond_embed)"),
+    (r"Option '--pipeline' is deprecated",
+     "Kedro 1.7 still runs `--pipeline=X`, the form this project documents (as Open-Sora's "
+     "users know it); `--pipelines=X` is the new spelling"),
 )  # fmt: skip
 
 

@@ -48,9 +48,10 @@ def test_bad_inputs_are_recorded_and_the_run_completes(tmp_path):
     )
 
 
-def _catalog(raw, captions, previous=None):
+def _catalog(raw, captions, previous=None, dedup=False):
     params = {
         "data_processing.scan": {"workers": 2, "check_frames": 2},
+        "data_processing.dedup": {"enabled": dedup, "frames": 3, "max_distance": 3, "workers": 2},
         "data_processing.motion": {"variant": "integer", "edge_rule": "3.2", "workers": 2},
         "data_processing.filter": {"min_frames": 2, "remove_duplicate_paths": True,
                                    "remove_empty_captions": True},
@@ -60,7 +61,7 @@ def _catalog(raw, captions, previous=None):
     }  # fmt: skip
     datasets = {f"params:{name}": MemoryDataset(value) for name, value in params.items()}
     # On disk, as in the project's catalog: the runner releases data held in memory.
-    outputs = ["video_meta", "motion_scores", "training_table", "rejected_videos"]
+    outputs = ["video_meta", "motion_scores", "video_hashes", "training_table", "rejected_videos"]
     datasets.update(
         {
             name: ParquetDataset(filepath=str(raw.parent / f"{name}_{len(previous or ())}.parquet"))
@@ -74,6 +75,7 @@ def _catalog(raw, captions, previous=None):
             "raw_captions": MemoryDataset(captions),
             "video_meta_previous": MemoryDataset(previous[0] if previous else pd.DataFrame()),
             "motion_scores_previous": MemoryDataset(previous[1] if previous else pd.DataFrame()),
+            "video_hashes_previous": MemoryDataset(previous[2] if previous else pd.DataFrame()),
         }
     )
 
@@ -101,7 +103,7 @@ def test_rerun_processes_only_added_and_changed_clips(tmp_path, monkeypatch):
     calls["probe"].clear(), calls["motion"].clear()
     write_video(raw / "c.mp4", gradient_frames(9, 32, 32))  # added
     write_video(raw / "a.mp4", gradient_frames(13, 32, 32))  # changed
-    previous = (first.load("video_meta"), first.load("motion_scores"))
+    previous = (first.load("video_meta"), first.load("motion_scores"), pd.DataFrame())
     second = _catalog(raw, captions, previous)
     SequentialRunner().run(create_pipeline(), second)
     assert sorted(p.rsplit("/", 1)[-1] for p in calls["probe"]) == ["a.mp4", "c.mp4"]
@@ -110,3 +112,36 @@ def test_rerun_processes_only_added_and_changed_clips(tmp_path, monkeypatch):
     assert meta.loc[str(raw / "a.mp4"), "num_frames"] == 13 and len(meta) == 3
     scores = second.load("motion_scores")
     assert len(scores) == 3 and scores["score_vmafmotion"].notna().all()
+
+
+def test_near_duplicates_are_rejected_naming_the_clip_they_duplicate(tmp_path, monkeypatch):
+    import numpy as np
+
+    from opensora_kedro.data import dedup
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    frames = gradient_frames(12, 48, 64)
+    write_video(raw / "a.mp4", frames)
+    # b: the same footage at half the size and another frame rate; c: other footage
+    write_video(raw / "b.mp4", np.ascontiguousarray(frames[:, ::2, ::2]), fps=12)
+    rng = np.random.default_rng(0)
+    write_video(raw / "c.mp4", rng.integers(0, 255, (12, 48, 64, 3), dtype=np.uint8))
+    captions = pd.DataFrame({"path": ["a.mp4", "b.mp4", "c.mp4"], "text": "x"})
+    first = _catalog(raw, captions, dedup=True)
+    SequentialRunner().run(create_pipeline(), first)
+    rejected = first.load("rejected_videos")
+    duplicates = rejected[rejected["reason"] == "duplicate"]
+    assert [p.rsplit("/", 1)[-1] for p in duplicates["path"]] == ["b.mp4"]
+    assert duplicates.iloc[0]["detail"].startswith(f"duplicate of {raw / 'a.mp4'}")
+    assert sorted(p.rsplit("/", 1)[-1] for p in first.load("training_table")["path"]) == [
+        "a.mp4", "c.mp4",
+    ]  # fmt: skip
+
+    hashed = []
+    monkeypatch.setattr(dedup, "clip_hashes", lambda p, n, k: hashed.append(p) or [0] * k)
+    write_video(raw / "d.mp4", rng.integers(0, 255, (12, 48, 64, 3), dtype=np.uint8))
+    captions = pd.DataFrame({"path": ["a.mp4", "b.mp4", "c.mp4", "d.mp4"], "text": "x"})
+    previous = (first.load("video_meta"), first.load("motion_scores"), first.load("video_hashes"))
+    SequentialRunner().run(create_pipeline(), _catalog(raw, captions, previous, dedup=True))
+    assert [p.rsplit("/", 1)[-1] for p in hashed] == ["d.mp4"]  # the others keep their hashes

@@ -52,6 +52,17 @@ class MotionParams(Params):
     workers: PositiveInt | None = Field(None, description="threads scoring clips (null: CPU cores)")
 
 
+class DedupParams(Params):
+    """Near-duplicate clips, by perceptual hashes of a few frames (opensora_kedro.data.dedup)."""
+
+    enabled: bool = Field(True, description="hash the clips and reject near-duplicates")
+    frames: PositiveInt = Field(4, description="frames hashed per clip, evenly spaced")
+    max_distance: int = Field(
+        3, ge=0, le=31, description="most differing bits (of 64) per frame hash for a duplicate"
+    )
+    workers: PositiveInt | None = Field(None, description="threads hashing clips (null: cores)")
+
+
 class FilterParams(Params):
     """Which clips are left out of the training table (null: no limit)."""
 
@@ -85,5 +96,6 @@ class DataProcessingParams(Params):
     """
 
     scan: ScanParams = Field(description="probing the raw files")
+    dedup: DedupParams = Field(default_factory=DedupParams, description="near-duplicate clips")
     motion: MotionParams = Field(description="the VMAF motion score")
     filter: FilterParams = Field(description="thresholds of the training table")

@@ -8,11 +8,12 @@ import pandas as pd
 
 from opensora_kedro.data.bucket import BucketConfig, assign_buckets
 from opensora_kedro.data.bucket_report import bucket_report, plot_bucket_report
+from opensora_kedro.data.dedup import find_duplicates, hash_videos
 from opensora_kedro.data.filtering import FilterRules, filter_table
 from opensora_kedro.data.motion_table import score_motion
 from opensora_kedro.data.training_table import build_training_table
 from opensora_kedro.data.video_folder import VideoFolder
-from opensora_kedro.data.video_table import build_video_table
+from opensora_kedro.data.video_table import REJECT_COLUMNS, build_video_table
 from opensora_kedro.video.motion import MotionConfig
 
 
@@ -32,6 +33,26 @@ def scan_videos(
     return build_video_table(
         folder, captions, _workers(params["workers"]), params["check_frames"], previous
     )
+
+
+def hash_clips(
+    meta: pd.DataFrame, previous: pd.DataFrame, params: dict
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Frame hashes of every clip (unchanged clips keep their last ones) and the failures."""
+    if not params["enabled"]:
+        return pd.DataFrame(columns=["path"]), pd.DataFrame(columns=REJECT_COLUMNS)
+    return hash_videos(meta, params["frames"], _workers(params["workers"]), previous)
+
+
+def drop_duplicates(
+    meta: pd.DataFrame, hashes: pd.DataFrame, params: dict
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The clips that are no near-duplicate of another (nor failed hashing), and the rest."""
+    if not params["enabled"]:
+        return meta, pd.DataFrame(columns=REJECT_COLUMNS)
+    duplicates = find_duplicates(hashes, params["max_distance"])
+    kept = meta["path"].isin(hashes["path"]) & ~meta["path"].isin(duplicates["path"])
+    return meta[kept].reset_index(drop=True), duplicates
 
 
 def score_videos(
@@ -73,7 +94,6 @@ def report_buckets(table: pd.DataFrame, bucket_config: dict, dataset: dict, seed
 
 def collect_rejected(*tables: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     """Every clip left out, from every stage, with the rule that left it out."""
-    columns = ["path", "stage", "reason", "detail"]
-    rejected = pd.concat([t.reindex(columns=columns) for t in tables], ignore_index=True)
+    rejected = pd.concat([t.reindex(columns=REJECT_COLUMNS) for t in tables], ignore_index=True)
     counts = rejected.groupby("stage").size()
     return rejected, _metrics(**{f"rejected_{stage}": n for stage, n in counts.items()})

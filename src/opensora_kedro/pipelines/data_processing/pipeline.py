@@ -1,10 +1,13 @@
-"""``data_processing``: scan -> motion score -> filter -> training captions -> bucket report."""
+"""``data_processing``: scan -> frame hashes -> drop near-duplicates -> motion score -> filter
+-> training captions -> bucket report."""
 
 from kedro.pipeline import Node, Pipeline
 
 from .nodes import (
     collect_rejected,
+    drop_duplicates,
     filter_videos,
+    hash_clips,
     make_training_table,
     report_buckets,
     scan_videos,
@@ -28,14 +31,26 @@ def create_pipeline(stage: str = "diffusion_stage1", **kwargs) -> Pipeline:
                 name="scan_videos",
             ),
             Node(
+                hash_clips,
+                ["video_meta", "video_hashes_previous", "params:data_processing.dedup"],
+                ["video_hashes", "hash_rejected"],
+                name="hash_clips",
+            ),
+            Node(
+                drop_duplicates,
+                ["video_meta", "video_hashes", "params:data_processing.dedup"],
+                ["unique_videos", "duplicate_rejected"],
+                name="drop_duplicates",
+            ),
+            Node(
                 score_videos,
-                ["video_meta", "motion_scores_previous", "params:data_processing.motion"],
+                ["unique_videos", "motion_scores_previous", "params:data_processing.motion"],
                 ["motion_scores", "motion_rejected"],
                 name="score_motion",
             ),
             Node(
                 filter_videos,
-                ["video_meta", "motion_scores", "params:data_processing.filter"],
+                ["unique_videos", "motion_scores", "params:data_processing.filter"],
                 ["filtered_videos", "filter_rejected"],
                 name="filter_videos",
             ),
@@ -58,7 +73,13 @@ def create_pipeline(stage: str = "diffusion_stage1", **kwargs) -> Pipeline:
             ),  # fmt: skip
             Node(
                 collect_rejected,
-                ["scan_rejected", "motion_rejected", "filter_rejected"],
+                [
+                    "scan_rejected",
+                    "hash_rejected",
+                    "duplicate_rejected",
+                    "motion_rejected",
+                    "filter_rejected",
+                ],  # fmt: skip
                 ["rejected_videos", "rejection_metrics"],
                 name="collect_rejected",
             ),
