@@ -1,9 +1,4 @@
-"""What the console shows. ``conf/logging.yml`` writes plain, unwrapped lines to stderr, so that
-stdout carries only data (``kedro config show > params.yml``) and a log file holds one line
-per record (Rich wraps at 80 columns off a terminal); on a terminal :func:`setup_console` swaps
-in Kedro's Rich handler. (Kedro refuses project handler classes in logging.yml.)
-
-Third-party warnings a user cannot act on are dropped where they arise, each with the reason
+"""Third-party warnings a user cannot act on are dropped where they arise, each with the reason
 (:data:`KNOWN_WARNINGS`); both as ``warnings`` filters and on the ``py.warnings`` logger,
 since some libraries (MLflow) reset the filters around their own imports.
 """
@@ -12,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import re
-import sys
 import warnings
 
 # (message pattern, why it is not worth a user's attention)
@@ -52,25 +46,3 @@ def quiet_known_warnings() -> None:
     captured = logging.getLogger("py.warnings")
     if not any(isinstance(f, KnownWarningsFilter) for f in captured.filters):
         captured.addFilter(KnownWarningsFilter())
-
-
-def setup_console() -> None:
-    """Known warnings quiet, MLflow's housekeeping lines too; on a terminal, Kedro's Rich
-    handler (colours, rich tracebacks) on stderr instead of the plain one of
-    conf/logging.yml."""
-    quiet_known_warnings()
-    # MLflow sets its logger's level when imported, over conf/logging.yml: database tables
-    # created, a GPU monitor skipped on a CPU, the system-metrics monitor started / stopped.
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
-    if not sys.stderr.isatty():
-        return
-    from kedro.logging import RichHandler
-    from rich.console import Console
-
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        if type(handler) is logging.StreamHandler and handler.stream is sys.stderr:
-            root.removeHandler(handler)
-            rich = RichHandler(console=Console(stderr=True), rich_tracebacks=True)
-            rich.setLevel(handler.level)
-            root.addHandler(rich)

@@ -1,11 +1,15 @@
 """Project settings: how Kedro loads configuration and which hooks run."""
 
+import logging
 import os
 import sys
 from pathlib import Path
 
+from kedro.logging import RichHandler
+from rich.console import Console
+
 from opensora_kedro.config.loader import ProjectConfigLoader
-from opensora_kedro.console import setup_console
+from opensora_kedro.console import quiet_known_warnings
 from opensora_kedro.hooks import ProjectHooks, TrackingHooks
 
 # Telemetry would try the network, which a cluster node or CI machine may not have.
@@ -14,7 +18,29 @@ os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
 _BIN = str(Path(sys.executable).parent)
 if _BIN not in os.environ.get("PATH", "").split(os.pathsep):
     os.environ["PATH"] = os.pathsep.join([_BIN, os.environ.get("PATH", "")])
-setup_console()  # known third-party warnings quiet; Rich where a person reads the log
+
+
+def _console() -> None:
+    """conf/logging.yml writes plain, unwrapped lines to stderr, so that stdout carries only
+    data (``kedro config show > params.yml``) and a log file holds one line per record (Rich
+    wraps at 80 columns off a terminal); on a terminal Kedro's Rich handler replaces it here
+    (Kedro refuses project handler classes in logging.yml)."""
+    quiet_known_warnings()
+    # MLflow sets its logger's level when imported, over conf/logging.yml: database tables
+    # created, a GPU monitor skipped on a CPU, the system-metrics monitor started / stopped.
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    if not sys.stderr.isatty():
+        return
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if type(handler) is logging.StreamHandler and handler.stream is sys.stderr:
+            root.removeHandler(handler)
+            rich = RichHandler(console=Console(stderr=True), rich_tracebacks=True)
+            rich.setLevel(handler.level)
+            root.addHandler(rich)
+
+
+_console()
 
 # Parameters come out merged, inherited (stages), hardware-resolved and validated.
 CONFIG_LOADER_CLASS = ProjectConfigLoader
