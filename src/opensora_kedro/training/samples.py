@@ -9,11 +9,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from opensora_kedro.evaluation.report import animated_gif, contact_sheet
 from opensora_kedro.files import write_atomic
-from opensora_kedro.video.codec import encode_mp4
+from opensora_kedro.video.codec import encode_image, encode_mp4
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +46,7 @@ def write_sample_set(
         written.append(path)
     gif, sheet, text = folder / "samples.gif", folder / "samples.png", folder / "labels.txt"
     write_atomic(gif, animated_gif(videos, labels, fps=fps))
-    Image.fromarray(contact_sheet(videos, labels)).save(sheet)
+    write_atomic(sheet, encode_image(contact_sheet(videos, labels), ".png"))
     write_atomic(text, "".join(f"sample-{i}: {label}\n" for i, label in enumerate(labels)).encode())
     logger.info("samples of this step: %s", folder)
     return [*written, gif, sheet, text]
