@@ -157,28 +157,32 @@ class DiffusionTask:
     def samples(self, model: nn.Module, folder: Path) -> list[Path]:
         """Generate the stage's sample set with ``model``: fixed, seeded captions of the
         training table (their embeddings are cached), text guidance, the first bucket's
-        resolution; i2v stages condition on the first frame of each caption's clip."""
+        resolution; i2v stages condition on the first frame of each caption's clip. One clip
+        at a time, in the model's dtype, to stay small beside the training state."""
         options = self.params["samples"]
         rows = fixed_rows(len(self.table), options["count"], options["seed"])
-        hashes = [self.hashes[i] for i in rows]
-        device = next(model.parameters()).device
-        txt, y = (self.text.lookup(hashes, name).to(device) for name in ("t5", "clip"))
-        null_txt, null_y = (self.text.null(name)[None].to(device) for name in ("t5", "clip"))
+        parameter = next(model.parameters())
+        place = {"device": parameter.device, "dtype": parameter.dtype}
+        null_txt, null_y = (self.text.null(name)[None].to(**place) for name in ("t5", "clip"))
         resolution, frames = sample_shape(self.params["bucket_config"], options["num_frames"])
         patch = self.params["model"]["patch_size"]
         size = target_size(resolution, "1:1", self.vae.spatial_compression, patch)
         shape = (self.vae.latent_channels, *self.vae.latent_shape(frames, *size))
-        noise = torch.stack([
-            torch.randn(shape, generator=torch.Generator().manual_seed(options["seed"] + i))
-            for i in range(len(rows))
-        ]).to(device)  # fmt: skip
-        cond_type = "i2v_head" if self._conditions_on_frames() else "t2v"
-        paths = [str(self.table["path"].iloc[i]) for i in rows]
-        cond = build_conditions(self.vae.to(device), paths, cond_type, frames, size, len(rows))
         timesteps = sampling_timesteps(options["num_steps"], shape[2:], shape[1], patch)
-        latents = denoise(model, noise, txt, y, null_txt, null_y, timesteps, options["guidance"],
-                          cond=None if cond is None else cond.to(device))  # fmt: skip
-        videos = decode_videos(self.vae, latents, frames)
+        cond_type = "i2v_head" if self._conditions_on_frames() else "t2v"
+        self.vae.to(place["device"])
+        videos = []
+        for number, row in enumerate(rows):
+            txt, y = (self.text.lookup([self.hashes[row]], name).to(**place)
+                      for name in ("t5", "clip"))  # fmt: skip
+            seed = torch.Generator().manual_seed(options["seed"] + number)
+            noise = torch.randn(shape, generator=seed)[None].to(**place)
+            path = [str(self.table["path"].iloc[row])]
+            cond = build_conditions(self.vae, path, cond_type, frames, size, 1)
+            latents = denoise(model, noise, txt, y, null_txt, null_y, timesteps,
+                              options["guidance"],
+                              cond=None if cond is None else cond.to(**place))  # fmt: skip
+            videos += decode_videos(self.vae, latents, frames)
         labels = [f"{cond_type}: {text}" for text in self.table["text"].iloc[rows]]
         return write_sample_set(videos, labels, folder, fps=8.0)
 

@@ -35,3 +35,16 @@ def test_i2v_stages_sample_from_a_reference_frame(chain):
            model={"cond_embed": True}, condition_config={"t2v": 1, "i2v_head": 1})  # fmt: skip
     labels = chain.root / "i2v_samples" / "samples" / "step-00000002" / "labels.txt"
     assert labels.read_text().startswith("sample-0: i2v_head: ")
+
+
+def test_a_bf16_model_samples_in_its_own_dtype(chain, tmp_path):
+    from opensora_kedro.training.diffusion_job import DiffusionTask
+
+    params = chain.params({"diffusion_stage1": {"samples": {**SAMPLES, "count": 1}}})
+    stage = params["diffusion_stage1"]
+    inputs = {"text_embeddings": str(chain.root / "text_embeddings"),
+              "vae_model": str(chain.root / "vae")}  # fmt: skip
+    task = DiffusionTask(stage, chain.table, inputs)
+    model = task.build_model().to(torch.bfloat16).eval()  # a ZeRO / bf16 working copy
+    written = task.samples(model, tmp_path / "samples")
+    assert {p.name for p in written} >= {"sample-0.mp4", "samples.png"}
