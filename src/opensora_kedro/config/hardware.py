@@ -70,15 +70,6 @@ RESOLVERS = {
 AUTO_ON_WORKERS = "auto_on_workers"
 
 
-def has_auto(params: dict[str, Any]) -> bool:
-    """Whether any group sets an auto-capable key to ``auto``."""
-    return any(
-        isinstance(group, dict) and group.get(key) == AUTO
-        for group in params.values()
-        for key in RESOLVERS
-    )
-
-
 def auto_keys(params: dict[str, Any]) -> dict[str, list[str]]:
     """``{group: [keys set to auto]}`` of the auto-capable keys."""
     found = {

@@ -15,7 +15,6 @@ from opensora_kedro.config.hardware import (
     Hardware,
     auto_keys,
     detect_hardware,
-    has_auto,
     resolve_auto,
 )
 from opensora_kedro.config.inheritance import resolve_inheritance
@@ -176,7 +175,7 @@ def resolve_parameters(
     issues += inheritance_issues
     issues += _explicit_choices(inherited, sources)
     autos = auto_keys(inherited)
-    if has_auto(inherited):
+    if autos:
         inherited = resolve_auto(inherited, hardware or detect_hardware())
     validated, models, validation_issues = validate_groups(
         inherited, sources, {"world_size": _world_size(inherited)}, skip=broken
