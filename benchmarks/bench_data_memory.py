@@ -39,6 +39,7 @@ def process(folder: Path) -> None:
     import pandas as pd
 
     from opensora_kedro.data.bucket import BucketConfig, assign_buckets
+    from opensora_kedro.data.engine import EngineSettings
     from opensora_kedro.data.filtering import FilterRules, filter_table
     from opensora_kedro.data.motion_table import score_motion
     from opensora_kedro.data.training_table import build_training_table
@@ -48,8 +49,9 @@ def process(folder: Path) -> None:
 
     started = time.perf_counter()
     videos = VideoFolderDataset(str(folder / "videos")).load()
-    meta, _ = build_video_table(videos, pd.read_csv(folder / "captions.csv"), workers=2)
-    scores, _ = score_motion(meta, MotionConfig(), workers=2)
+    engine = EngineSettings(workers=2)
+    meta, _ = build_video_table(videos, pd.read_csv(folder / "captions.csv"), engine)
+    scores, _ = score_motion(meta, MotionConfig(), engine)
     table, _ = filter_table(
         meta.merge(scores, on=["path", "file_size", "file_mtime_ns"]), FilterRules()
     )

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from opensora_kedro.data.engine import EngineSettings
 from opensora_kedro.data.video_table import build_video_table
 from opensora_kedro.datasets.video_folder import VideoFolderDataset
 from opensora_kedro.pipelines.demo_data.nodes import plan_clips, render_clips
@@ -48,7 +49,8 @@ def main() -> None:
             timings = []
             for _ in range(args.repeats):
                 started = time.perf_counter()
-                meta, _ = build_video_table(folder, pd.DataFrame(captions), workers=workers)
+                engine = EngineSettings(workers=workers)
+                meta, _ = build_video_table(folder, pd.DataFrame(captions), engine)
                 timings.append(time.perf_counter() - started)
                 frames = int(meta["num_frames"].sum())
             best = min(timings)

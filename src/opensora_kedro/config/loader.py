@@ -109,10 +109,15 @@ class ProjectConfigLoader(OmegaConfigLoader):
 
 
 def _absolute_root(entry: Any, project: Path) -> Any:
-    """A catalog entry with a relative ``root`` made absolute against ``project``."""
-    if not isinstance(entry, dict) or not isinstance(entry.get("root"), str):
+    """A catalog entry with a relative ``root`` / ``shots_root`` made absolute against
+    ``project``."""
+    if not isinstance(entry, dict):
         return entry
-    root = entry["root"]
-    if "://" in root or Path(root).is_absolute():
-        return entry
-    return {**entry, "root": (project / root).as_posix()}
+    absolute = {
+        key: (project / value).as_posix()
+        for key in ("root", "shots_root")
+        if isinstance(value := entry.get(key), str)
+        and "://" not in value
+        and not Path(value).is_absolute()
+    }
+    return {**entry, **absolute}

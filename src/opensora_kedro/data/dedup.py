@@ -14,12 +14,13 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator
+from functools import partial
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 
-from opensora_kedro.data.parallel import map_with_progress
+from opensora_kedro.data.engine import LOCAL_ENGINE, EngineSettings, Journal, PerClip, run_stage
 from opensora_kedro.data.video_table import FILE_KEY, REJECT_COLUMNS, reusable_rows
 from opensora_kedro.video.decode import iter_frames
 
@@ -63,8 +64,23 @@ def clip_hashes(path: str | os.PathLike, num_frames: int, frames: int) -> list[n
     return [found.get(int(i), last) for i in wanted]
 
 
+def _hash_row(row: dict, frames: int) -> dict:
+    """The frame hashes of one clip as stored; never raises (a broken file gets a reason)."""
+    try:
+        codes = clip_hashes(row["path"], row["num_frames"], frames)
+        return {"path": row["path"], **dict(zip(hash_columns(frames), map(_as_stored, codes),
+                                                strict=True))}  # fmt: skip
+    except Exception as error:  # noqa: BLE001 - one broken file must not stop the run
+        return {"path": row["path"], "reason": "hash_failed",
+                "detail": f"{type(error).__name__}: {error}"}  # fmt: skip
+
+
 def hash_videos(
-    meta: pd.DataFrame, frames: int, workers: int, previous: pd.DataFrame | None = None
+    meta: pd.DataFrame,
+    frames: int,
+    engine: EngineSettings = LOCAL_ENGINE,
+    previous: pd.DataFrame | None = None,
+    journal: Journal | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``(hashes, rejected)``: the frame hashes of every clip of ``meta`` (unchanged files keep
     those of ``previous`` when hashed with as many frames), and the clips that failed."""
@@ -73,18 +89,9 @@ def hash_videos(
         previous = None
     known = reusable_rows(meta[["path", *FILE_KEY]], previous, columns)
     todo = meta[~meta["path"].isin(known["path"])]
-
-    def one(item: tuple[str, int]) -> dict:
-        path, num_frames = item
-        try:
-            codes = [_as_stored(code) for code in clip_hashes(path, num_frames, frames)]
-            return {"path": path, **dict(zip(columns, codes, strict=True))}
-        except Exception as error:  # noqa: BLE001 - one broken file must not stop the run
-            return {"path": path, "reason": "hash_failed",
-                    "detail": f"{type(error).__name__}: {error}"}  # fmt: skip
-
-    rows = map_with_progress(one, list(zip(todo["path"], todo["num_frames"], strict=True)),
-                             workers, "frame hashes")  # fmt: skip
+    rows = todo[["path", "num_frames", *FILE_KEY]].to_dict("records")
+    stage = PerClip(partial(_hash_row, frames=frames))
+    rows = run_stage(stage, rows, engine, "frame hashes", journal)
     failed = pd.DataFrame([r for r in rows if "reason" in r], columns=["path", "reason", "detail"])
     fresh = pd.DataFrame([r for r in rows if "reason" not in r], columns=["path", *columns])
     fresh = fresh.merge(todo[["path", *FILE_KEY]])

@@ -23,6 +23,8 @@ class FilterRules:
     max_fps: float | None = None
     min_motion: float | None = None
     max_motion: float | None = None
+    min_aesthetic: float | None = None
+    min_match: float | None = None
     remove_duplicate_paths: bool = True
     remove_empty_captions: bool = True
 
@@ -39,6 +41,8 @@ def _threshold_masks(table: pd.DataFrame, rules: FilterRules) -> list[tuple[str,
         ("fps_too_high", "fps", ">", rules.max_fps),
         ("motion_too_low", "score_vmafmotion", "<", rules.min_motion),
         ("motion_too_high", "score_vmafmotion", ">", rules.max_motion),
+        ("aesthetic_too_low", "aesthetic_score", "<", rules.min_aesthetic),
+        ("caption_mismatch", "match_score", "<", rules.min_match),
     ]
     masks = []
     for reason, column, op, limit in checks:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 import pandas as pd
 
-from opensora_kedro.data.parallel import map_with_progress
+from opensora_kedro.data.engine import LOCAL_ENGINE, EngineSettings, Journal, PerClip, run_stage
 from opensora_kedro.data.video_table import FILE_KEY, reusable_rows
 from opensora_kedro.video.motion import MotionConfig, motion_score
 
@@ -15,8 +16,9 @@ logger = logging.getLogger(__name__)
 SCORE_COLUMNS = ["path", *FILE_KEY, "score_vmafmotion", "motion_variant"]
 
 
-def _score_row(path: str, num_frames: int, config: MotionConfig) -> dict:
+def _score_row(row: dict, config: MotionConfig) -> dict:
     """Score one clip; never raises, so one bad file cannot stop the run."""
+    path, num_frames = row["path"], row["num_frames"]
     if num_frames <= 1:
         return {"path": path, "score_vmafmotion": 0.0}  # a still has no motion (libvmaf: 0)
     try:
@@ -30,7 +32,11 @@ def _score_row(path: str, num_frames: int, config: MotionConfig) -> dict:
 
 
 def score_motion(
-    meta: pd.DataFrame, config: MotionConfig, workers: int, previous: pd.DataFrame | None = None
+    meta: pd.DataFrame,
+    config: MotionConfig,
+    engine: EngineSettings = LOCAL_ENGINE,
+    previous: pd.DataFrame | None = None,
+    journal: Journal | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``(scores, rejected)``: ``path, file_size, file_mtime_ns, score_vmafmotion`` for every
     clip of ``meta``, and the clips whose full decode failed. Clips unchanged since
@@ -40,11 +46,12 @@ def score_motion(
         previous = previous[previous["motion_variant"] == variant]
     known = reusable_rows(meta[["path", *FILE_KEY]], previous, ["score_vmafmotion"])
     todo = meta[~meta["path"].isin(known["path"])]
-    rows = map_with_progress(
-        lambda item: _score_row(*item, config=config),
-        list(zip(todo["path"], todo["num_frames"], strict=True)),
-        workers,
+    rows = run_stage(
+        PerClip(partial(_score_row, config=config)),
+        todo[["path", "num_frames", *FILE_KEY]].to_dict("records"),
+        engine,
         "motion scores",
+        journal,
     )
     failed = pd.DataFrame(
         [row for row in rows if "reason" in row], columns=["path", "reason", "detail"]

@@ -3,7 +3,9 @@
 Open-Sora's CSVs name clips relative to the data path; stored tables here do the same, so
 a copied or moved project (or a data folder restored elsewhere and pointed at) reads its
 own files, never another folder's. In memory a table holds absolute paths: the root is
-joined when the table is loaded and taken off when it is saved.
+joined when the table is loaded and taken off when it is saved. Clips cut from the raw videos
+(shot splitting) live in a second folder, the shots root; their paths are stored relative to
+it behind :data:`SHOTS_PREFIX`.
 """
 
 from __future__ import annotations
@@ -17,27 +19,37 @@ import pandas as pd
 from opensora_kedro.config.errors import UserConfigError
 
 CHECKED_ROWS = 1000  # rows whose files are checked on load, evenly spaced
+SHOTS_PREFIX = "shots:"
 
 
 class TableRootError(UserConfigError):
     """A table's files are not (all) where it says they are."""
 
 
-def to_relative(paths: pd.Series, root: str | os.PathLike, table: str = "table") -> pd.Series:
-    """``paths`` relative to ``root`` (POSIX); relative paths are kept as they are.
+def to_relative(
+    paths: pd.Series,
+    root: str | os.PathLike,
+    table: str = "table",
+    shots_root: str | os.PathLike | None = None,
+) -> pd.Series:
+    """``paths`` relative to ``root`` (POSIX), or to ``shots_root`` behind
+    :data:`SHOTS_PREFIX`; relative paths are kept as they are.
 
     Raises:
-        TableRootError: a path outside ``root`` (the table would not survive a move).
+        TableRootError: a path outside both roots (the table would not survive a move).
     """
     base = Path(root).resolve()
+    shots = Path(shots_root).resolve() if shots_root is not None else None
     relative = []
     outside = []
     for value in paths.astype(str):
         path = Path(value)
         if not path.is_absolute():
-            relative.append(path.as_posix())
+            relative.append(value)
         elif path.resolve().is_relative_to(base):
             relative.append(path.resolve().relative_to(base).as_posix())
+        elif shots is not None and path.resolve().is_relative_to(shots):
+            relative.append(SHOTS_PREFIX + path.resolve().relative_to(shots).as_posix())
         else:
             outside.append(value)
             relative.append(value)
@@ -52,10 +64,26 @@ def to_relative(paths: pd.Series, root: str | os.PathLike, table: str = "table")
     return pd.Series(relative, index=paths.index, dtype=object)
 
 
-def to_absolute(paths: pd.Series, root: str | os.PathLike) -> pd.Series:
-    """``paths`` joined to ``root`` (absolute paths of older tables are kept)."""
+def to_absolute(
+    paths: pd.Series, root: str | os.PathLike, shots_root: str | os.PathLike | None = None
+) -> pd.Series:
+    """``paths`` joined to ``root``, or to ``shots_root`` for those behind
+    :data:`SHOTS_PREFIX` (absolute paths of older tables are kept)."""
     base = Path(root).resolve()
-    return pd.Series([str(base / p) for p in paths.astype(str)], index=paths.index, dtype=object)
+    shots = Path(shots_root).resolve() if shots_root is not None else None
+
+    def absolute(value: str) -> str:
+        if value.startswith(SHOTS_PREFIX):
+            if shots is None:
+                raise TableRootError(
+                    f"a path of the table is a cut shot ({value}) but its dataset has no "
+                    "shots_root",
+                    ["set `shots_root` of its catalog entry to the folder shots are cut into"],
+                )
+            return str(shots / value.removeprefix(SHOTS_PREFIX))
+        return str(base / value)
+
+    return pd.Series([absolute(p) for p in paths.astype(str)], index=paths.index, dtype=object)
 
 
 def check_files(paths: pd.Series, root: str | os.PathLike, table: str = "table") -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from opensora_kedro.data.parallel import map_with_progress
+from opensora_kedro.data.engine import LOCAL_ENGINE, EngineSettings, Journal, PerClip, run_stage
 from opensora_kedro.data.video_folder import VideoFolder
 from opensora_kedro.hashing import caption_hash
 from opensora_kedro.video.probe import ProbeError, probe_video
@@ -26,8 +26,9 @@ META_COLUMNS = [
 REJECT_COLUMNS = ["path", "stage", "reason", "detail"]
 
 
-def _probe_row(path: str, check_frames: int) -> dict:
+def _probe_row(row: dict, check_frames: int) -> dict:
     """Probe one file; never raises, so one bad file cannot stop a scan."""
+    path = row["path"]
     try:
         info = probe_video(path, check_frames=check_frames)
     except ProbeError as error:
@@ -82,31 +83,25 @@ def _caption_lookup(folder: VideoFolder, captions: pd.DataFrame) -> dict[str, st
 def build_video_table(
     folder: VideoFolder,
     captions: pd.DataFrame,
-    workers: int = 1,
+    engine: EngineSettings = LOCAL_ENGINE,
     check_frames: int = 2,
     previous: pd.DataFrame | None = None,
+    journal: Journal | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Probe every file of ``folder`` and join the captions.
 
     Returns ``(video_meta, rejected)``: usable files with Open-Sora's columns, and
-    every other file (and every caption whose file is missing) with the reason.
-    Files unchanged since ``previous`` (the last video_meta) are not probed again.
+    every other file (and every caption whose file is missing) with the reason. A file
+    without a caption is kept with ``text`` None: the captioning stage captions it, or
+    rejects it as ``no_caption``. Files unchanged since ``previous`` (the last video_meta)
+    are not probed again.
     """
     missing = {"path", "text"} - set(captions.columns)
     if missing:
         raise ValueError(f"captions table lacks columns {sorted(missing)}; it needs path,text")
     texts = _caption_lookup(folder, captions)
-    rejected = [
-        {
-            "path": str(folder.path(rel)),
-            "reason": "no_caption",
-            "detail": "no row in the captions table",
-        }
-        for rel in folder.files
-        if rel not in texts
-    ]
     listed = set(folder.files)
-    rejected += [
+    rejected = [
         {
             "path": str(folder.path(rel)),
             "reason": "missing_file",
@@ -115,21 +110,22 @@ def build_video_table(
         for rel in texts
         if rel not in listed
     ]
-    captioned = [rel for rel in folder.files if rel in texts]
-    keys = file_keys([str(folder.path(rel)) for rel in captioned])
+    keys = file_keys([str(folder.path(rel)) for rel in folder.files])
     known = reusable_rows(keys, previous, PROBE_COLUMNS).set_index("path")
     todo = [path for path in keys["path"] if path not in known.index]
-    probed = dict(zip(todo, map_with_progress(
-        partial(_probe_row, check_frames=check_frames), todo, workers, "scanning videos"
-    ), strict=True))  # fmt: skip
+    stage = PerClip(partial(_probe_row, check_frames=check_frames))
+    todo_rows = keys[keys["path"].isin(todo)].to_dict("records")
+    rows = run_stage(stage, todo_rows, engine, "scanning videos", journal)
+    probed = dict(zip(todo, rows, strict=True))
     usable = []
-    for rel, key in zip(captioned, keys.itertuples(index=False), strict=True):
+    for rel, key in zip(folder.files, keys.itertuples(index=False), strict=True):
         row = probed.get(key.path) or {"path": key.path, **known.loc[key.path, PROBE_COLUMNS]}
         if "reason" in row:
             rejected.append(row)
             continue
-        text = texts[rel]
-        usable.append({**row, "text": text, "caption_hash": caption_hash(text), **key._asdict()})
+        text = texts.get(rel)
+        hashed = caption_hash(text) if text is not None else None
+        usable.append({**row, "text": text, "caption_hash": hashed, **key._asdict()})
     meta = pd.DataFrame(usable, columns=META_COLUMNS).astype(
         {"num_frames": "int64", "height": "int64", "width": "int64", "fps": "float64"}
     )
@@ -138,6 +134,6 @@ def build_video_table(
     rejected_table = pd.DataFrame(rejected, columns=REJECT_COLUMNS).assign(stage="scan")
     logger.info(
         "scanned %d files (%d probed, %d unchanged since the last run): %d usable, %d rejected",
-        len(folder.files), len(todo), len(captioned) - len(todo), len(meta), len(rejected),
+        len(folder.files), len(todo), len(folder.files) - len(todo), len(meta), len(rejected),
     )  # fmt: skip
     return meta, rejected_table

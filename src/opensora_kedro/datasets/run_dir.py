@@ -1,4 +1,5 @@
-"""A training run's working folder (checkpoints, job files), handed to a node as its path."""
+"""A working folder a node writes into itself (a training run's checkpoints and job files, the
+data stages' journals), handed to the node as its path."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ class RunDirectoryDataset(AbstractDataset[None, str]):
         return str(self._path)
 
     def save(self, data: None) -> None:
-        raise DatasetError(f"{self._path} is written by the training job, not saved by Kedro")
+        raise DatasetError(f"{self._path} is written by the node that loads it, not by Kedro")
 
     def _describe(self) -> dict[str, Any]:
         return {"path": str(self._path)}

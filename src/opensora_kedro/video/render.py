@@ -44,6 +44,9 @@ class ClipSpec:
     num_frames: int
     suffix: str = ".mp4"  # ".mp4" for clips, ".png" / ".jpg" for stills
     seed: int = 0
+    # RGB at the top of the background (a faint gradient brightens it downwards); shots of a
+    # multi-shot video differ in it so their cuts are clean. The default is every clip's.
+    background: tuple[int, int, int] = BACKGROUND
 
     @property
     def caption(self) -> str:
@@ -95,7 +98,7 @@ def render_frames(spec: ClipSpec) -> np.ndarray:
     ys_grid, xs_grid = np.mgrid[0 : spec.height, 0 : spec.width].astype(np.float32)
     # A faint static vertical gradient, so the background is not a flat colour.
     shade = (ys_grid / max(spec.height - 1, 1) * 24).astype(np.int16)[..., None]
-    background = np.clip(np.array(BACKGROUND, np.int16) + shade, 0, 255).astype(np.uint8)
+    background = np.clip(np.array(spec.background, np.int16) + shade, 0, 255).astype(np.uint8)
     colour = np.array(COLOURS[spec.colour], np.uint8)
     xs, ys, radius = object_path(spec)
     frames = np.empty((spec.num_frames, spec.height, spec.width, 3), np.uint8)
@@ -103,6 +106,55 @@ def render_frames(spec: ClipSpec) -> np.ndarray:
         frames[index] = background
         frames[index][_shape_mask(spec.shape, xs_grid, ys_grid, cx, cy, radius)] = colour
     return frames
+
+
+def render_shot_sequence(specs: list[ClipSpec]) -> np.ndarray:
+    """Render several clips one after the other, ``sum(T) x H x W x 3``: a multi-shot video
+    whose cuts lie exactly at the clips' boundaries. Every spec must have the same size."""
+    sizes = {(spec.width, spec.height) for spec in specs}
+    if len(sizes) != 1:
+        raise ValueError(f"shots of one video need one size, got {sorted(sizes)}")
+    return np.concatenate([render_frames(spec) for spec in specs])
+
+
+# Backgrounds of the shots of a multi-shot video: each cut changes the whole frame.
+SHOT_BACKGROUNDS = ((40, 40, 48), (200, 200, 210), (60, 120, 70), (150, 90, 60))
+
+
+@dataclass(frozen=True)
+class MultiShotSpec:
+    """A video of several shots one after the other, and no caption (as uncut footage)."""
+
+    name: str
+    shots: tuple[ClipSpec, ...]
+    suffix: str = ".mp4"
+
+    @property
+    def fps(self) -> float:
+        return self.shots[0].fps
+
+
+def plan_multishot_videos(
+    count: int, shots: int, frames: int, size: tuple[int, int], fps: float, seed: int
+) -> list[MultiShotSpec]:
+    """``count`` videos of ``shots`` shots of ``frames`` frames each, every shot another
+    object on another background; deterministic by ``seed``."""
+    rng = np.random.default_rng(seed)
+    combos = _combinations(0, moving=True)
+    videos = []
+    for index in range(count):
+        picks = rng.choice(len(combos), size=shots, replace=False)
+        specs = tuple(
+            ClipSpec(
+                name=f"multishot_{index:04d}_{k}", colour=combos[i][0], shape=combos[i][1],
+                direction=combos[i][2], width=size[0], height=size[1], fps=fps,
+                num_frames=frames, seed=seed * 100_003 + index * 17 + k,
+                background=SHOT_BACKGROUNDS[(index + k) % len(SHOT_BACKGROUNDS)],
+            )
+            for k, i in enumerate(picks)
+        )  # fmt: skip
+        videos.append(MultiShotSpec(name=f"multishot_{index:04d}", shots=specs))
+    return videos
 
 
 def is_held_out(colour: str, shape: str, direction: str, every: int) -> bool:

@@ -1,11 +1,13 @@
 """The data_processing pipeline, run by Kedro's runner on a folder of bad inputs."""
 
 import pandas as pd
+import pytest
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
-from kedro_datasets.pandas import ParquetDataset
 
+from opensora_kedro.datasets.run_dir import RunDirectoryDataset
 from opensora_kedro.datasets.video_folder import VideoFolderDataset
+from opensora_kedro.datasets.video_table import VideoTableDataset
 from opensora_kedro.pipelines.data_processing import create_pipeline
 from tests.conftest import corrupt_media_data, gradient_frames, write_audio, write_video
 
@@ -24,8 +26,9 @@ def test_bad_inputs_are_recorded_and_the_run_completes(tmp_path):
     catalog = _catalog(raw, pd.DataFrame({"path": captioned, "text": "a clip"}))
     SequentialRunner().run(create_pipeline(), catalog)
 
-    meta = catalog.load("video_meta")
-    assert list(meta["path"]) == [str(good)]
+    meta = catalog.load("video_meta")  # usable files; the uncaptioned one waits for captions
+    assert list(meta["path"]) == [str(good), str(raw / "uncaptioned.mp4")]
+    assert meta["text"].isna().tolist() == [False, True]
     assert (meta.iloc[0]["num_frames"], meta.iloc[0]["fps"]) == (16, 25.0)
     rejected = catalog.load("rejected_videos")
     reasons = {
@@ -41,41 +44,67 @@ def test_bad_inputs_are_recorded_and_the_run_completes(tmp_path):
         "uncaptioned.mp4": "no_caption",
     }
     assert rejected["detail"].str.len().gt(0).all()
-    assert catalog.load("rejection_metrics")["rejected_scan"]["value"] == 6
+    metrics = catalog.load("rejection_metrics")
+    assert (metrics["rejected_scan"]["value"], metrics["rejected_captioning"]["value"]) == (5, 1)
     table = catalog.load("training_table")
     assert (
         table.loc[0, "text"].startswith("a clip 12 FPS, ") and table.loc[0, "caption"] == "a clip"
     )
 
 
-def _catalog(raw, captions, previous=None, dedup=False):
-    params = {
-        "data_processing.scan": {"workers": 2, "check_frames": 2},
-        "data_processing.dedup": {"enabled": dedup, "frames": 3, "max_distance": 3, "workers": 2},
-        "data_processing.motion": {"variant": "integer", "edge_rule": "3.2", "workers": 2},
-        "data_processing.filter": {"min_frames": 2, "remove_duplicate_paths": True,
-                                   "remove_empty_captions": True},
-        "diffusion_stage1.dataset": {"fps_max": 24, "vmaf": True},
-        "diffusion_stage1.bucket_config": {"64px": {1: (1.0, 1), 9: (1.0, 1)}},
-        "diffusion_stage1.seed": 0,
-    }  # fmt: skip
+PARAMS = {
+    "data_processing.engine": "local",
+    "data_processing.ray": {"address": None, "workers": 2, "gpus_per_model_worker": 0,
+                            "runtime_env": {}},
+    "data_processing.scan": {"workers": 2, "check_frames": 2},
+    "data_processing.shots": {"enabled": False, "detector": "adaptive", "threshold": None,
+                              "min_scene_frames": 15, "min_seconds": 2.0, "max_seconds": 15.0,
+                              "crf": 18, "inherit_caption": False, "workers": 2},
+    "data_processing.dedup": {"enabled": False, "frames": 3, "max_distance": 3, "workers": 2},
+    "data_processing.motion": {"variant": "integer", "edge_rule": "3.2", "workers": 2},
+    "data_processing.captioning": {"enabled": False, "overwrite": False},
+    "data_processing.quality": {"enabled": False},
+    "data_processing.filter": {"min_frames": 2, "remove_duplicate_paths": True,
+                               "remove_empty_captions": True},
+    "diffusion_stage1.dataset": {"fps_max": 24, "vmaf": True},
+    "diffusion_stage1.bucket_config": {"64px": {1: (1.0, 1), 9: (1.0, 1)}},
+    "diffusion_stage1.seed": 0,
+}  # fmt: skip
+# Tables kept from run to run (each read back as `<name>_previous`), and other saved outputs.
+KEPT = ["video_meta", "video_shots", "video_hashes", "motion_scores", "clip_captions",
+        "quality_scores"]  # fmt: skip
+SAVED = ["video_clips", "training_table", "rejected_videos", "filter_metrics", "rejection_metrics"]
+
+
+def _catalog(raw, captions, out=None, **overrides):
+    """The pipeline's catalog as the project declares it, in ``out`` (default: next to
+    ``raw``); ``overrides`` update parameter groups (``shots={...}``, ``engine="ray"``)."""
+    out = out or raw.parent / "tables"
+    shots = str(out / "shots")
+    params = {name: dict(value) if isinstance(value, dict) else value
+              for name, value in PARAMS.items()}  # fmt: skip
+    for group, value in overrides.items():
+        name = f"data_processing.{group}"
+        params[name] = {**params[name], **value} if isinstance(value, dict) else value
     datasets = {f"params:{name}": MemoryDataset(value) for name, value in params.items()}
-    # On disk, as in the project's catalog: the runner releases data held in memory.
-    outputs = ["video_meta", "motion_scores", "video_hashes", "training_table", "rejected_videos"]
-    datasets.update(
-        {
-            name: ParquetDataset(filepath=str(raw.parent / f"{name}_{len(previous or ())}.parquet"))
-            for name in outputs
-        }
-    )
+
+    def table(name: str, **kwargs) -> VideoTableDataset:
+        return VideoTableDataset(filepath=str(out / f"{name}.parquet"), root=str(raw),
+                                 shots_root=shots, **kwargs)  # fmt: skip
+
+    for name in KEPT:
+        datasets[name] = table(name)
+        datasets[f"{name}_previous"] = table(name, optional=True, check_files=False)
+    for name in SAVED:
+        datasets[name] = table(name, check_files=False) if "metrics" not in name else (
+            MemoryDataset())  # fmt: skip
     return DataCatalog(
         {
             **datasets,
             "raw_videos": VideoFolderDataset(str(raw)),
             "raw_captions": MemoryDataset(captions),
-            "video_meta_previous": MemoryDataset(previous[0] if previous else pd.DataFrame()),
-            "motion_scores_previous": MemoryDataset(previous[1] if previous else pd.DataFrame()),
-            "video_hashes_previous": MemoryDataset(previous[2] if previous else pd.DataFrame()),
+            "shot_clips": RunDirectoryDataset(shots),
+            "data_processing_journals": RunDirectoryDataset(str(out / "journals")),
         }
     )
 
@@ -96,15 +125,13 @@ def test_rerun_processes_only_added_and_changed_clips(tmp_path, monkeypatch):
     for name in ("a", "b"):
         write_video(raw / f"{name}.mp4", gradient_frames(9, 32, 32))
     captions = pd.DataFrame({"path": ["a.mp4", "b.mp4", "c.mp4"], "text": "x"})
-    first = _catalog(raw, captions)
-    SequentialRunner().run(create_pipeline(), first)
+    SequentialRunner().run(create_pipeline(), _catalog(raw, captions))
     assert len(calls["probe"]) == 2 and len(calls["motion"]) == 2
 
     calls["probe"].clear(), calls["motion"].clear()
     write_video(raw / "c.mp4", gradient_frames(9, 32, 32))  # added
     write_video(raw / "a.mp4", gradient_frames(13, 32, 32))  # changed
-    previous = (first.load("video_meta"), first.load("motion_scores"), pd.DataFrame())
-    second = _catalog(raw, captions, previous)
+    second = _catalog(raw, captions)
     SequentialRunner().run(create_pipeline(), second)
     assert sorted(p.rsplit("/", 1)[-1] for p in calls["probe"]) == ["a.mp4", "c.mp4"]
     assert sorted(p.rsplit("/", 1)[-1] for p in calls["motion"]) == ["a.mp4", "c.mp4"]
@@ -128,7 +155,7 @@ def test_near_duplicates_are_rejected_naming_the_clip_they_duplicate(tmp_path, m
     rng = np.random.default_rng(0)
     write_video(raw / "c.mp4", rng.integers(0, 255, (12, 48, 64, 3), dtype=np.uint8))
     captions = pd.DataFrame({"path": ["a.mp4", "b.mp4", "c.mp4"], "text": "x"})
-    first = _catalog(raw, captions, dedup=True)
+    first = _catalog(raw, captions, dedup={"enabled": True})
     SequentialRunner().run(create_pipeline(), first)
     rejected = first.load("rejected_videos")
     duplicates = rejected[rejected["reason"] == "duplicate"]
@@ -142,6 +169,45 @@ def test_near_duplicates_are_rejected_naming_the_clip_they_duplicate(tmp_path, m
     monkeypatch.setattr(dedup, "clip_hashes", lambda p, n, k: hashed.append(p) or [0] * k)
     write_video(raw / "d.mp4", rng.integers(0, 255, (12, 48, 64, 3), dtype=np.uint8))
     captions = pd.DataFrame({"path": ["a.mp4", "b.mp4", "c.mp4", "d.mp4"], "text": "x"})
-    previous = (first.load("video_meta"), first.load("motion_scores"), first.load("video_hashes"))
-    SequentialRunner().run(create_pipeline(), _catalog(raw, captions, previous, dedup=True))
+    SequentialRunner().run(create_pipeline(), _catalog(raw, captions, dedup={"enabled": True}))
     assert [p.rsplit("/", 1)[-1] for p in hashed] == ["d.mp4"]  # the others keep their hashes
+
+
+def test_ray_and_local_engines_make_the_same_tables(tmp_path):
+    """Demo clips plus broken files, every per-clip stage on a local Ray instance."""
+    ray = pytest.importorskip("ray")
+    from opensora_kedro.pipelines.demo_data.nodes import plan_clips, render_clips
+
+    raw = tmp_path / "raw"
+    demo = {"num_clips": 8, "num_images": 2, "sizes": [[32, 32]], "fps": [12, 24],
+            "lengths": [5, 9], "seed": 3, "crf": 20}  # fmt: skip
+    files, captions = render_clips(plan_clips(demo), crf=20)
+    VideoFolderDataset(str(raw)).save(files)
+    (raw / "zero.mp4").touch()
+    (raw / "text.mp4").write_text("definitely not a video\n")
+    corrupt_media_data(write_video(raw / "garbage.mp4", gradient_frames(6, 32, 32)))
+    captions = pd.concat([pd.DataFrame(captions), pd.DataFrame(
+        {"path": ["zero.mp4", "text.mp4", "garbage.mp4"], "text": "x"})])  # fmt: skip
+    tables = {}
+    try:
+        for engine in ("local", "ray"):
+            catalog = _catalog(raw, captions, tmp_path / engine, dedup={"enabled": True},
+                               shots={"enabled": True, "min_seconds": None,
+                                      "min_scene_frames": 4}, engine=engine)  # fmt: skip
+            SequentialRunner().run(create_pipeline(), catalog)
+            tables[engine] = {
+                name: catalog.load(name).sort_values("path", ignore_index=True)
+                for name in ("video_meta", "video_hashes", "motion_scores", "rejected_videos",
+                             "training_table")
+            }  # fmt: skip
+    finally:
+        ray.shutdown()
+    for name, table in tables["local"].items():
+        pd.testing.assert_frame_equal(tables["ray"][name], table, obj=name)
+    assert len(tables["local"]["video_meta"]) == 10
+    rejected = tables["local"]["rejected_videos"]
+    reasons = dict(zip(rejected["path"].str.rsplit("/", n=1).str[-1], rejected["reason"],
+                       strict=True))  # fmt: skip
+    assert {reasons[name] for name in ("zero.mp4", "text.mp4", "garbage.mp4")} == {
+        "empty_file", "not_a_video", "undecodable"
+    }  # fmt: skip

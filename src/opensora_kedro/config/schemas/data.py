@@ -11,6 +11,14 @@ from opensora_kedro.config.schemas.common import NonNegativeInt, Params, Positiv
 NonNegativeFloat = Annotated[float, Field(ge=0)]
 
 
+class MultiShotParams(Params):
+    """Demo videos of several shots (each another object on another background), uncaptioned."""
+
+    count: NonNegativeInt = Field(0, description="videos to render")
+    shots: PositiveInt = Field(3, description="shots per video")
+    frames: PositiveInt = Field(12, description="frames per shot")
+
+
 class DemoDataParams(Params):
     """The embedded default's synthetic clips."""
 
@@ -23,6 +31,10 @@ class DemoDataParams(Params):
     lengths: list[PositiveInt] = Field(min_length=1, description="frame-count choices")
     seed: int = Field(0, description="seed of the whole set")
     crf: Annotated[int, Field(ge=0, le=51)] = Field(20, description="H.264 quality (0 = lossless)")
+    multishot: MultiShotParams = Field(
+        default_factory=MultiShotParams,
+        description="uncaptioned multi-shot videos (shot splitting's demo)",
+    )
     held_out_every: NonNegativeInt = Field(
         0,
         description="never render 1 in k (colour, shape, direction) combinations, so the "
@@ -63,6 +75,76 @@ class DedupParams(Params):
     workers: PositiveInt | None = Field(None, description="threads hashing clips (null: cores)")
 
 
+class ShotParams(Params):
+    """Shot detection and splitting (opensora_kedro.video.shots; PySceneDetect over PyAV)."""
+
+    enabled: bool = Field(True, description="cut videos into shots (off: a video is one clip)")
+    detector: Literal["content", "adaptive"] = Field(
+        "adaptive", description="scenedetect's ContentDetector or AdaptiveDetector (Open-Sora's)"
+    )
+    threshold: NonNegativeFloat | None = Field(
+        None, description="the detector's threshold (null: content 27, adaptive 3.0)"
+    )
+    min_scene_frames: PositiveInt = Field(15, description="fewest frames between two cuts")
+    min_seconds: NonNegativeFloat | None = Field(
+        2.0, description="shorter shots are dropped (Open-Sora v1.3: 2 s; null: no limit)"
+    )
+    max_seconds: NonNegativeFloat | None = Field(
+        15.0, description="longer shots keep their first max_seconds (null: no limit)"
+    )
+    crf: int = Field(18, ge=0, le=51, description="H.264 quality of cut shots (18: near lossless)")
+    inherit_caption: bool = Field(
+        False, description="cut shots keep their video's caption (else they need the captioner)"
+    )
+    workers: PositiveInt | None = Field(None, description="threads splitting (null: cores)")
+
+    def cross_checks(self, context):
+        low, high = self.min_seconds, self.max_seconds
+        if low is not None and high is not None and low > high:
+            return [(("min_seconds",), low, f"must not exceed max_seconds ({high})")]
+        return []
+
+
+class CaptioningParams(Params):
+    """Captions written by a vision-language model (opensora_kedro.captioning)."""
+
+    enabled: bool = Field(False, description="caption clips (off: uncaptioned clips are rejected)")
+    overwrite: bool = Field(False, description="caption every clip, not only those without one")
+    model: str = Field(description="folder of an image-text-to-text model + processor")
+    prompt: str = Field("Describe this video in one sentence.", description="the instruction")
+    frames: PositiveInt = Field(3, description="frames per clip, given as that many images")
+    max_new_tokens: PositiveInt = Field(60, description="longest caption, in tokens")
+    batch_size: PositiveInt = Field(4, description="clips per generate call")
+    device: str = Field("cpu", description="cpu, cuda, cuda:N")
+    dtype: str = Field("auto", description="weights dtype (auto: as saved)")
+
+    def input_paths(self) -> list[tuple[tuple, str]]:
+        return [(("model",), self.model)] if self.enabled else []
+
+
+class QualityParams(Params):
+    """Learned quality scores: LAION aesthetic head and CLIP text-video match
+    (opensora_kedro.quality)."""
+
+    enabled: bool = Field(True, description="score every clip")
+    clip_model: str = Field(description="folder of a transformers CLIPModel + CLIPProcessor")
+    aesthetic_head: str | None = Field(
+        None, description=".safetensors of the LAION aesthetic MLP (null: no aesthetic score)"
+    )
+    build_if_missing: bool = Field(
+        False, description="build tiny random models there when missing (the embedded default)"
+    )
+    frames: PositiveInt = Field(3, description="frames sampled evenly per clip")
+    batch_size: PositiveInt = Field(16, description="clips per forward pass")
+    device: str = Field("cpu", description="cpu, cuda, cuda:N, auto")
+
+    def input_paths(self) -> list[tuple[tuple, str]]:
+        if not self.enabled or self.build_if_missing:
+            return []
+        paths = [(("clip_model",), self.clip_model)]
+        return paths + ([(("aesthetic_head",), self.aesthetic_head)] if self.aesthetic_head else [])
+
+
 class FilterParams(Params):
     """Which clips are left out of the training table (null: no limit)."""
 
@@ -75,6 +157,10 @@ class FilterParams(Params):
     max_fps: NonNegativeFloat | None = Field(None, description="highest frame rate")
     min_motion: NonNegativeFloat | None = Field(None, description="lowest VMAF motion score")
     max_motion: NonNegativeFloat | None = Field(None, description="highest VMAF motion score")
+    min_aesthetic: float | None = Field(None, description="lowest aesthetic score (quality)")
+    min_match: float | None = Field(
+        None, description="lowest text-video match score (100 x CLIP cosine; quality)"
+    )
     remove_duplicate_paths: bool = Field(True, description="keep only the first row of a path")
     remove_empty_captions: bool = Field(True, description="drop clips whose caption is empty")
 
@@ -88,6 +174,25 @@ class FilterParams(Params):
         ]
 
 
+class RayParams(Params):
+    """The Ray cluster the per-clip stages run on with ``engine: ray``."""
+
+    address: str | None = Field(
+        None,
+        description="null: start Ray on this machine; auto: join the cluster this machine is "
+        "part of (`ray start`); ray://host:10001: a remote cluster",
+    )
+    workers: PositiveInt | None = Field(
+        None, description="Ray tasks (or model actors) in flight per stage (null: every CPU/GPU)"
+    )
+    gpus_per_model_worker: NonNegativeFloat = Field(
+        0.0, description="GPUs each actor of a stage that runs a model asks for"
+    )
+    runtime_env: dict = Field(
+        default_factory=dict, description="Ray runtime_env for the workers (e.g. env_vars)"
+    )
+
+
 class DataProcessingParams(Params):
     """Scanning, scoring, filtering and bucketing of the raw videos.
 
@@ -95,7 +200,25 @@ class DataProcessingParams(Params):
     (fps_max, vmaf) and ``bucket_config``.
     """
 
+    engine: Literal["local", "ray"] = Field(
+        "local", description="where the per-clip stages run: threads here, or a Ray cluster"
+    )
+    ray: RayParams = Field(default_factory=RayParams, description="the Ray cluster (engine: ray)")
     scan: ScanParams = Field(description="probing the raw files")
+    shots: ShotParams = Field(default_factory=ShotParams, description="cutting videos into shots")
     dedup: DedupParams = Field(default_factory=DedupParams, description="near-duplicate clips")
     motion: MotionParams = Field(description="the VMAF motion score")
+    captioning: CaptioningParams = Field(description="captions written by a VLM")
+    quality: QualityParams = Field(description="learned quality scores")
     filter: FilterParams = Field(description="thresholds of the training table")
+
+    def cross_checks(self, context):
+        issues = []
+        for name in ("min_aesthetic", "min_match"):
+            value = getattr(self.filter, name)
+            if value is not None and not self.quality.enabled:
+                issues.append((("filter", name), value, "needs quality.enabled: true"))
+        if self.filter.min_aesthetic is not None and self.quality.aesthetic_head is None:
+            rule = "needs quality.aesthetic_head (no aesthetic score without it)"
+            issues.append((("filter", "min_aesthetic"), self.filter.min_aesthetic, rule))
+        return issues

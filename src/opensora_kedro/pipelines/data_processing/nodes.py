@@ -2,23 +2,46 @@
 
 from __future__ import annotations
 
-import os
+import json
+from pathlib import Path
 
 import pandas as pd
 
+from opensora_kedro.captioning.vlm import CaptionSettings
 from opensora_kedro.data.bucket import BucketConfig, assign_buckets
 from opensora_kedro.data.bucket_report import bucket_report, plot_bucket_report
+from opensora_kedro.data.curation import caption_clips, score_quality
 from opensora_kedro.data.dedup import find_duplicates, hash_videos
+from opensora_kedro.data.engine import EngineSettings, Journal
 from opensora_kedro.data.filtering import FilterRules, filter_table
 from opensora_kedro.data.motion_table import score_motion
+from opensora_kedro.data.shot_table import RESULT_COLUMNS, split_videos, whole_clips
 from opensora_kedro.data.training_table import build_training_table
 from opensora_kedro.data.video_folder import VideoFolder
 from opensora_kedro.data.video_table import REJECT_COLUMNS, build_video_table
+from opensora_kedro.quality.clip_scores import QualitySettings
+from opensora_kedro.quality.tiny_models import build_tiny_aesthetic_head, build_tiny_clip
 from opensora_kedro.video.motion import MotionConfig
+from opensora_kedro.video.shots import ShotSettings
 
 
-def _workers(requested: int | None) -> int:
-    return requested or os.cpu_count() or 1
+def _engine(engine: str, ray: dict, stage: dict) -> EngineSettings:
+    """Where a stage runs: the chosen engine; local threads as the stage asks."""
+    if engine == "local":
+        return EngineSettings(workers=stage.get("workers"))
+    return EngineSettings(
+        kind="ray",
+        workers=ray["workers"],
+        ray_address=ray["address"],
+        gpus_per_model_worker=ray["gpus_per_model_worker"],
+        ray_runtime_env=ray["runtime_env"],
+    )
+
+
+def _journal(folder: str, stage: str, params: dict) -> Journal:
+    """The stage's journal; results computed under other parameters are not reused."""
+    fingerprint = json.dumps(params, sort_keys=True, default=str)
+    return Journal(Path(folder) / f"{stage}.jsonl", fingerprint)
 
 
 def _metrics(**values: float) -> dict:
@@ -27,21 +50,54 @@ def _metrics(**values: float) -> dict:
 
 
 def scan_videos(
-    folder: VideoFolder, captions: pd.DataFrame, previous: pd.DataFrame, params: dict
+    folder: VideoFolder,
+    captions: pd.DataFrame,
+    previous: pd.DataFrame,
+    params: dict,
+    engine: str,
+    ray: dict,
+    journals: str,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Probe every raw file (unchanged files keep their last result): video table and rejects."""
     return build_video_table(
-        folder, captions, _workers(params["workers"]), params["check_frames"], previous
-    )
+        folder, captions, _engine(engine, ray, params), params["check_frames"], previous,
+        _journal(journals, "scan", params),
+    )  # fmt: skip
+
+
+def split_shots(
+    meta: pd.DataFrame,
+    folder: VideoFolder,
+    previous: pd.DataFrame,
+    shots_dir: str,
+    params: dict,
+    engine: str,
+    ray: dict,
+    journals: str,
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Each video's shots as clip rows (long videos cut into files; unchanged videos keep
+    their cuts): the per-video results, the clip table and the dropped shots."""
+    if not params["enabled"]:
+        kept = previous if not previous.empty else pd.DataFrame(columns=RESULT_COLUMNS)
+        return kept, whole_clips(meta), pd.DataFrame(columns=REJECT_COLUMNS)
+    settings = ShotSettings(
+        **{k: params[k] for k in ("detector", "threshold", "min_scene_frames", "min_seconds",
+                                  "max_seconds", "crf")}
+    )  # fmt: skip
+    return split_videos(
+        meta, folder.root, settings, shots_dir, params["inherit_caption"],
+        _engine(engine, ray, params), previous, _journal(journals, "shots", params),
+    )  # fmt: skip
 
 
 def hash_clips(
-    meta: pd.DataFrame, previous: pd.DataFrame, params: dict
+    meta: pd.DataFrame, previous: pd.DataFrame, params: dict, engine: str, ray: dict, journals: str
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Frame hashes of every clip (unchanged clips keep their last ones) and the failures."""
     if not params["enabled"]:
         return pd.DataFrame(columns=["path"]), pd.DataFrame(columns=REJECT_COLUMNS)
-    return hash_videos(meta, params["frames"], _workers(params["workers"]), previous)
+    return hash_videos(meta, params["frames"], _engine(engine, ray, params), previous,
+                       _journal(journals, "dedup", params))  # fmt: skip
 
 
 def drop_duplicates(
@@ -56,19 +112,70 @@ def drop_duplicates(
 
 
 def score_videos(
-    meta: pd.DataFrame, previous: pd.DataFrame, params: dict
+    meta: pd.DataFrame, previous: pd.DataFrame, params: dict, engine: str, ray: dict, journals: str
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """VMAF motion score of every clip (unchanged clips keep their last score)."""
     config = MotionConfig(variant=params["variant"], edge_rule=params["edge_rule"])
-    return score_motion(meta, config, _workers(params["workers"]), previous)
+    return score_motion(meta, config, _engine(engine, ray, params), previous,
+                        _journal(journals, "motion", params))  # fmt: skip
+
+
+def caption_videos(
+    clips: pd.DataFrame, previous: pd.DataFrame, params: dict, engine: str, ray: dict, journals: str
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Captions from the VLM for the clips without one (or all): the captioned clips, the
+    captions (kept from run to run) and the clips left without a caption."""
+    settings = None
+    if params["enabled"]:
+        names = ("model", "prompt", "frames", "max_new_tokens", "batch_size", "device", "dtype")
+        settings = CaptionSettings(**{k: params[k] for k in names})
+    return caption_clips(
+        clips, settings, params["overwrite"], _engine(engine, ray, params), previous,
+        _journal(journals, "captioning", params),
+    )  # fmt: skip
+
+
+def score_clip_quality(
+    clips: pd.DataFrame, previous: pd.DataFrame, params: dict, engine: str, ray: dict, journals: str
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Aesthetic and text-video match scores of every clip (unchanged clips keep theirs)."""
+    if not params["enabled"]:
+        return score_quality(clips, None)
+    if params["build_if_missing"]:
+        _build_tiny_quality_models(params, clips["text"].dropna().tolist())
+    settings = QualitySettings(
+        **{k: params[k] for k in ("clip_model", "aesthetic_head", "frames", "batch_size",
+                                  "device")}
+    )  # fmt: skip
+    return score_quality(
+        clips, settings, _engine(engine, ray, params), previous,
+        _journal(journals, "quality", params),
+    )  # fmt: skip
+
+
+def _build_tiny_quality_models(params: dict, captions: list[str]) -> None:
+    """The embedded default's random CLIP and aesthetic head (scores recorded, not judged)."""
+    clip = Path(params["clip_model"])
+    if not clip.exists():
+        build_tiny_clip(captions, clip)
+    head = params["aesthetic_head"]
+    if head and not Path(head).exists():
+        from transformers import CLIPConfig
+
+        build_tiny_aesthetic_head(CLIPConfig.from_pretrained(clip).projection_dim, head)
 
 
 def filter_videos(
-    meta: pd.DataFrame, scores: pd.DataFrame, params: dict
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Join the scores and apply the thresholds of ``data_processing.filter``."""
+    meta: pd.DataFrame, scores: pd.DataFrame, quality: pd.DataFrame, params: dict
+) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Join the scores and apply the thresholds of ``data_processing.filter``: kept clips,
+    removed ones, and the share each rule removed."""
     table = meta.merge(scores[["path", "score_vmafmotion"]], on="path", how="inner")
-    return filter_table(table, FilterRules(**params))
+    table = table.merge(quality[["path", "aesthetic_score", "match_score"]], on="path", how="left")
+    kept, removed = filter_table(table, FilterRules(**params))
+    counts = removed["reason"].value_counts()
+    shares = {f"removed_share_{reason}": n / max(len(table), 1) for reason, n in counts.items()}
+    return kept, removed, _metrics(clips_in=len(table), clips_kept=len(kept), **shares)
 
 
 def make_training_table(table: pd.DataFrame, dataset: dict) -> pd.DataFrame:

@@ -7,13 +7,34 @@ import logging
 import pandas as pd
 
 from opensora_kedro.video.codec import encode_image, encode_mp4
-from opensora_kedro.video.render import ClipSpec, plan_demo_clips, render_frames
+from opensora_kedro.video.render import (
+    ClipSpec,
+    MultiShotSpec,
+    plan_demo_clips,
+    plan_multishot_videos,
+    render_frames,
+    render_shot_sequence,
+)
 
 logger = logging.getLogger(__name__)
 
 
-def plan_clips(params: dict) -> list[ClipSpec]:
-    """The clips to render, chosen deterministically from ``params`` (parameters_demo_data.yml)."""
+def plan_clips(params: dict) -> list[ClipSpec | MultiShotSpec]:
+    """The clips to render, chosen deterministically from ``params`` (parameters_demo_data.yml):
+    captioned clips, then uncaptioned multi-shot videos."""
+    multishot = params.get("multishot") or {}
+    videos = plan_multishot_videos(
+        count=multishot.get("count", 0),
+        shots=multishot.get("shots", 3),
+        frames=multishot.get("frames", 12),
+        size=tuple(params["sizes"][0]),
+        fps=float(params["fps"][0]),
+        seed=params["seed"],
+    )
+    return [*_captioned_clips(params), *videos]
+
+
+def _captioned_clips(params: dict) -> list[ClipSpec]:
     return plan_demo_clips(
         num_clips=params["num_clips"],
         num_images=params["num_images"],
@@ -25,10 +46,18 @@ def plan_clips(params: dict) -> list[ClipSpec]:
     )
 
 
-def render_clips(specs: list[ClipSpec], crf: int) -> tuple[dict[str, bytes], pd.DataFrame]:
-    """Render and encode every clip; returns the files and the ``path,text`` captions table."""
+def render_clips(
+    specs: list[ClipSpec | MultiShotSpec], crf: int
+) -> tuple[dict[str, bytes], pd.DataFrame]:
+    """Render and encode every clip; returns the files and the ``path,text`` captions table
+    (multi-shot videos have no caption, as uncut footage)."""
     files, captions = {}, []
     for spec in specs:
+        if isinstance(spec, MultiShotSpec):
+            files[f"{spec.name}{spec.suffix}"] = encode_mp4(
+                render_shot_sequence(list(spec.shots)), spec.fps, crf=crf
+            )
+            continue
         frames = render_frames(spec)
         if spec.suffix == ".mp4":
             content = encode_mp4(frames, spec.fps, crf=crf)

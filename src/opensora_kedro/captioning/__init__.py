@@ -1,0 +1,1 @@
+"""Captioning clips with a vision-language model (transformers image-text-to-text)."""

@@ -1,0 +1,217 @@
+"""Captions from a vision-language model: a few frames per clip, one prompt, greedy decoding.
+
+Any image-text-to-text model that transformers' ``AutoModelForImageTextToText`` loads (LLaVA,
+LLaVA-NeXT, Qwen2-VL, ...) together with its ``AutoProcessor``: each clip's frames go in as
+that many images of one user turn, followed by the instruction, formatted by the processor's
+own chat template so every model gets the prompt format it was trained on. The rows of a batch
+are generated together (left padding, so every prompt ends where generation starts) and
+greedily, so a clip's caption does not depend on the batch it fell in or on the run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from opensora_kedro.video.decode import iter_frames
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PROMPT = "Describe this video in one sentence."
+
+
+@dataclass(frozen=True)
+class CaptionSettings:
+    """How clips are captioned.
+
+    - ``model``: a folder holding an image-text-to-text model and its processor, both saved
+      with ``save_pretrained`` (nothing is downloaded).
+    - ``prompt``: the instruction after the frames (default: Open-Sora's captioning request,
+      shortened to one sentence).
+    - ``frames``: frames sampled evenly over each clip, given as that many images in one prompt
+      (default 3; a still, or a clip shorter than that, gives each of its frames once). LLaVA
+      and LLaVA-NeXT take any number of ``<image>`` tokens in a turn (each is filled with its
+      image's features in order), though LLaVA-1.5 was trained on one; Qwen2-VL and
+      LLaVA-OneVision are trained on several.
+    - ``max_new_tokens``: the longest caption, in tokens (default 40).
+    - ``batch_size``: clips per ``generate`` call (default 4).
+    - ``device``: where the model runs (default ``"cpu"``; e.g. ``"cuda"``).
+    - ``dtype``: the model's weights (default ``"auto"``: as saved in the checkpoint).
+    """
+
+    model: str
+    prompt: str = DEFAULT_PROMPT
+    frames: int = 3
+    max_new_tokens: int = 40
+    batch_size: int = 4
+    device: str = "cpu"
+    dtype: str = "auto"
+
+    def __post_init__(self) -> None:
+        for name in ("frames", "max_new_tokens", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+
+
+class ClipFailure(Exception):
+    """A clip that cannot be captioned, with the reason recorded for it."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason, self.detail = reason, detail
+
+
+def frame_indices(num_frames: int, frames: int) -> list[int]:
+    """Up to ``frames`` distinct indices spread evenly over ``num_frames`` (first and last
+    included): a still gives ``[0]``, a two-frame clip ``[0, 1]``."""
+    count = max(min(frames, num_frames), 1)
+    return sorted({int(i) for i in np.linspace(0, max(num_frames - 1, 0), count).round()})
+
+
+def sample_frames(path: str | os.PathLike, num_frames: int, frames: int) -> list[np.ndarray]:
+    """The RGB frames of ``path`` at :func:`frame_indices`; a clip shorter than its metadata
+    gives those it has. Raises :class:`ClipFailure` when none can be read."""
+    wanted = frame_indices(num_frames, frames)
+    found = []
+    try:
+        for index, frame in enumerate(iter_frames(path)):
+            if index in wanted:
+                found.append(frame)
+            if index >= wanted[-1]:
+                break
+    except Exception as error:  # noqa: BLE001 - PyAV raises many kinds for a bad file
+        raise ClipFailure("decode_failed", f"{type(error).__name__}: {error}") from error
+    if not found:
+        raise ClipFailure("no_frames", "ValueError: no frame could be decoded")
+    return found
+
+
+def _failure(path: str, reason: str, detail: str) -> dict:
+    return {"path": path, "reason": reason, "detail": detail}
+
+
+class VlmCaptioner:
+    """Captions clips: rows hold ``path`` and ``num_frames``; each gets back ``path``,
+    ``caption`` and ``caption_model`` (the model folder's name), or a ``reason``.
+
+    Picklable before first use: the processor and model load on the first call, inside the
+    worker that runs it (and are left out of a pickle taken afterwards).
+    """
+
+    uses_model = True
+
+    def __init__(self, settings: CaptionSettings) -> None:
+        self.settings = settings
+        self.model_name = Path(settings.model).name or str(settings.model)
+        self._processor: Any = None
+        self._model: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def batch_size(self) -> int:
+        """Clips per call the engine should hand over: one ``generate`` batch."""
+        return self.settings.batch_size
+
+    def __getstate__(self) -> dict:
+        return {"settings": self.settings, "model_name": self.model_name}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["settings"])
+
+    def load(self) -> None:
+        """Load the processor and the model (once; a bad folder raises here)."""
+        with self._lock:  # threads of one pool share one model
+            if self._model is not None:
+                return
+            from transformers import AutoModelForImageTextToText, AutoProcessor
+
+            folder = self.settings.model
+            if not Path(folder).is_dir():  # else transformers reads it as a hub repo id
+                raise FileNotFoundError(f"no VLM folder at {folder} (captioning.model)")
+            processor = AutoProcessor.from_pretrained(folder, local_files_only=True)
+            # Left padding: every row's prompt ends at the last column, where generation starts.
+            processor.tokenizer.padding_side = "left"
+            model = AutoModelForImageTextToText.from_pretrained(
+                folder, local_files_only=True, torch_dtype=self.settings.dtype
+            )
+            self._processor, self._model = processor, model.to(self.settings.device).eval()
+            logger.info("captioning with %s (%s) on %s", self.model_name,
+                        type(model).__name__, self.settings.device)  # fmt: skip
+
+    def prompt_text(self, images: int) -> str:
+        """The model's prompt for ``images`` frames and the instruction (its chat template)."""
+        content = [{"type": "image"}] * images + [{"type": "text", "text": self.settings.prompt}]
+        conversation = [{"role": "user", "content": content}]
+        return self._processor.apply_chat_template(conversation, add_generation_prompt=True)
+
+    def generate(self, clips: list[list[np.ndarray]]) -> list[str]:
+        """One caption per clip (its frames), from one ``generate`` call; prompt stripped."""
+        import torch
+
+        texts = [self.prompt_text(len(frames)) for frames in clips]
+        images = [frame for frames in clips for frame in frames]
+        inputs = self._processor(images=images, text=texts, padding=True, return_tensors="pt")
+        inputs = inputs.to(self._model.device, dtype=self._model.dtype)  # casts floats only
+        tokenizer = self._processor.tokenizer
+        pad = (
+            tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        )
+        with torch.inference_mode():
+            output = self._model.generate(
+                **inputs, max_new_tokens=self.settings.max_new_tokens, do_sample=False,
+                pad_token_id=pad,
+            )  # fmt: skip
+        new_tokens = output[:, inputs["input_ids"].shape[1] :]  # the prompt ends there for all
+        captions = self._processor.batch_decode(new_tokens, skip_special_tokens=True)
+        return [caption.strip() for caption in captions]
+
+    def caption_batch(self, clips: list[list[np.ndarray]]) -> list[str | ClipFailure]:
+        """:meth:`generate` for ``clips``; when the batch fails, each clip alone, so one clip
+        the processor rejects (e.g. too small for Qwen2-VL's patches) fails by itself."""
+        import torch
+
+        try:
+            return list(self.generate(clips))
+        except torch.OutOfMemoryError:
+            raise  # the device, not a clip: a smaller batch_size is the fix
+        except Exception as error:  # noqa: BLE001 - one bad clip must not stop the run
+            if len(clips) > 1:
+                return [self.caption_batch([frames])[0] for frames in clips]
+            return [ClipFailure("caption_failed", f"{type(error).__name__}: {error}")]
+
+    def __call__(self, rows: list[dict]) -> list[dict]:
+        """Caption ``rows`` (``path``, ``num_frames``): one result per row, in order."""
+        self.load()
+        results: list[dict] = [{} for _ in rows]
+        ready: list[tuple[int, list[np.ndarray]]] = []
+        for position, row in enumerate(rows):
+            try:
+                frames = sample_frames(row["path"], int(row["num_frames"]), self.settings.frames)
+                ready.append((position, frames))
+            except ClipFailure as failure:
+                results[position] = _failure(row["path"], failure.reason, failure.detail)
+            except (KeyError, TypeError, ValueError) as error:  # a row without a frame count
+                results[position] = _failure(row.get("path"), "bad_row",
+                                             f"{type(error).__name__}: {error}")  # fmt: skip
+        size = self.settings.batch_size
+        for start in range(0, len(ready), size):
+            chunk = ready[start : start + size]
+            captions = self.caption_batch([frames for _, frames in chunk])
+            for (position, _), caption in zip(chunk, captions, strict=True):
+                results[position] = self._result(rows[position]["path"], caption)
+        failed = sum("reason" in result for result in results)
+        logger.debug("captioned %d clip(s), %d failed", len(rows) - failed, failed)
+        return results
+
+    def _result(self, path: str, caption: str | ClipFailure) -> dict:
+        if isinstance(caption, ClipFailure):
+            return _failure(path, caption.reason, caption.detail)
+        if not caption:
+            return _failure(path, "empty_caption", "ValueError: the model wrote no text")
+        return {"path": path, "caption": caption, "caption_model": self.model_name}

@@ -1,0 +1,1 @@
+"""Learned quality scores of clips: LAION aesthetic score and CLIP caption-frames match."""
