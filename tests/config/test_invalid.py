@@ -109,6 +109,13 @@ CASES = [
      "data_processing.filter.min_frames", "must not exceed max_frames"),  # fmt: skip
     ({"data_processing": {"filter": {"min_motion": 5.0, "max_motion": 1.0}}},
      "data_processing.filter.min_motion", "must not exceed max_motion"),  # fmt: skip
+    ({"data_processing": {"quality": {"enabled": False}, "filter": {"min_match": 20}}},
+     "data_processing.filter.min_match", "needs quality.enabled"),  # fmt: skip
+    ({"data_processing": {"quality": {"aesthetic_head": None}, "filter": {"min_aesthetic": 4.5}}},
+     "data_processing.filter.min_aesthetic", "needs quality.aesthetic_head"),  # fmt: skip
+    ({"data_processing": {"shots": {"min_seconds": 20.0}}},
+     "data_processing.shots.min_seconds", "must not exceed max_seconds"),  # fmt: skip
+    ({"data_processing": {"engine": "spark"}}, "data_processing.engine", "'local' or 'ray'"),
     ({"text_embedding": {"tiny": {"hidden_size": 64, "num_heads": 3}}},
      "text_embedding.tiny.num_heads", "must divide hidden_size"),  # fmt: skip
     ({"inference_t2i2v_256px": {"img_flux": {"hidden_size": 100}}},

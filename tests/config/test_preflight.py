@@ -63,6 +63,22 @@ def test_a_prompt_csv_given_with_params_must_exist(tmp_path):
     assert [(i.key, i.source) for i in issues] == [("inference.prompt_csv", "--params")]
 
 
+def test_curation_models_must_exist_when_their_stage_is_on(tmp_path):
+    on = {"data_processing": {"captioning": {"enabled": True, "model": "models/vlm"},
+                              "dedup": {"enabled": True, "method": "clip", "clip_model": "models/clip"}}}  # fmt: skip
+    resolved = _resolved("local", on)
+    issues = parameter_path_issues(resolved.models, ["data_processing"], resolved.sources,
+                                   [tmp_path / "data"], tmp_path)  # fmt: skip
+    assert sorted(i.key for i in issues) == [
+        "data_processing.captioning.model", "data_processing.dedup.clip_model"]  # fmt: skip
+    # conf/local builds its tiny quality models; the cluster env names real ones
+    cluster = _resolved("cluster")
+    issues = parameter_path_issues(cluster.models, ["data_processing"], cluster.sources,
+                                   [], tmp_path)  # fmt: skip
+    assert sorted(i.key for i in issues) == [
+        "data_processing.quality.aesthetic_head", "data_processing.quality.clip_model"]  # fmt: skip
+
+
 def test_the_cluster_env_on_a_machine_without_gpus():
     resolved = _resolved("cluster")
     issues = machine_issues(resolved.models, ["diffusion_stage1", "launcher"], CPU,

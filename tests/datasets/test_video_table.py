@@ -67,3 +67,22 @@ def test_a_path_outside_the_root_is_refused(tmp_path):
 def test_an_optional_table_loads_empty_before_its_first_run(tmp_path):
     dataset = VideoTableDataset(str(tmp_path / "none.parquet"), root=str(tmp_path), optional=True)
     assert dataset.load().empty and dataset.loads_when_missing
+
+
+def test_cut_shots_are_stored_relative_to_the_shots_root(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    videos = _project(tmp_path)
+    shot = tmp_path / "data/02_intermediate/shots/a/shot-000.mp4"
+    shot.parent.mkdir(parents=True)
+    shot.write_bytes(b"x")
+    table = pd.DataFrame({"path": [str(videos / "a.mp4"), str(shot)],
+                          "source": [str(videos / "a.mp4")] * 2})  # fmt: skip
+    dataset = VideoTableDataset("t.parquet", root="data/01_raw/videos",
+                                shots_root="data/02_intermediate/shots")  # fmt: skip
+    dataset.save(table)
+    stored = pd.read_parquet(tmp_path / "t.parquet")
+    assert stored["path"].tolist() == ["a.mp4", "shots:a/shot-000.mp4"]
+    assert stored["source"].tolist() == ["a.mp4", "a.mp4"]
+    pd.testing.assert_frame_equal(dataset.load(), table, check_dtype=False)
+    with pytest.raises(Exception, match="no shots_root"):  # Kedro wraps TableRootError
+        VideoTableDataset("t.parquet", root="data/01_raw/videos").load()

@@ -141,7 +141,7 @@ def find_duplicates(hashes: pd.DataFrame, max_distance: int) -> pd.DataFrame:
     columns = [c for c in table.columns if c.startswith("dhash_")]
     codes = table[columns].to_numpy(np.int64).view(np.uint64)
     near, compared = near_pairs(codes, max_distance)
-    keeper = _first_of_each_group(near)
+    keeper = first_of_each_group(near)
     rows = [
         {"path": table.at[i, "path"], "stage": "dedup", "reason": "duplicate",
          "detail": f"duplicate of {table.at[first, 'path']} (frame hashes within "
@@ -153,7 +153,7 @@ def find_duplicates(hashes: pd.DataFrame, max_distance: int) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=REJECT_COLUMNS)
 
 
-def _first_of_each_group(pairs: np.ndarray) -> dict[int, int]:
+def first_of_each_group(pairs: np.ndarray) -> dict[int, int]:
     """For each row in ``pairs``, the lowest row connected to it through them (union-find)."""
     parent: dict[int, int] = {}
 

@@ -78,3 +78,15 @@ def filter_table(table: pd.DataFrame, rules: FilterRules) -> tuple[pd.DataFrame,
     rejected_table.insert(1, "stage", "filter")
     logger.info("filter kept %d of %d clips", int((~removed).sum()), len(table))
     return table.loc[~removed].reset_index(drop=True), rejected_table
+
+
+def removal_report(table: pd.DataFrame, removed: pd.DataFrame, rules: FilterRules) -> pd.DataFrame:
+    """Every active rule, its threshold, and how many (and what share) of ``table``'s clips it
+    removed (``removed`` as :func:`filter_table` returns it: a clip counts for its first rule)."""
+    counts = removed["reason"].value_counts()
+    rows = [
+        {"rule": reason, "threshold": detail, "removed": int(counts.get(reason, 0)),
+         "share": counts.get(reason, 0) / max(len(table), 1)}
+        for reason, detail, _ in _threshold_masks(table, rules)
+    ]  # fmt: skip
+    return pd.DataFrame(rows, columns=["rule", "threshold", "removed", "share"])

@@ -147,6 +147,7 @@ class QualityScorer:
     """
 
     uses_model = True
+    failure = "quality_failed"
 
     def __init__(self, settings: QualitySettings) -> None:
         self.settings = settings
@@ -195,7 +196,17 @@ class QualityScorer:
                 for out in self._score_batch(rows[start : start + size])]  # fmt: skip
 
     def _score_batch(self, rows: list[dict]) -> list[dict]:
-        model, processor, head, device = self._models()  # a bad model path raises: setup
+        pixels, results = self._pixels(rows)
+        if pixels:
+            texts = {i: _caption(rows[i].get("text")) for i in pixels}
+            for index, (aesthetic, match) in self._scores(pixels, texts).items():
+                results[index].update(aesthetic_score=aesthetic, match_score=match)
+        return results
+
+    def _pixels(self, rows: list[dict]) -> tuple[dict[int, torch.Tensor], list[dict]]:
+        """The processed frames of each clip that decodes (by row index), and a result per
+        row: ``{"path"}``, or the failure of a clip that does not."""
+        _, processor, _, _ = self._models()  # a bad model path raises: setup
         pixels: dict[int, torch.Tensor] = {}
         results: list[dict] = []
         for index, row in enumerate(rows):
@@ -206,13 +217,9 @@ class QualityScorer:
                 )["pixel_values"]  # channels_last: a 3-pixel-high frame is no channel axis
                 results.append({"path": row["path"]})
             except Exception as error:  # noqa: BLE001 - one broken file must not stop the run
-                results.append({"path": row["path"], "reason": "quality_failed",
+                results.append({"path": row["path"], "reason": self.failure,
                                 "detail": f"{type(error).__name__}: {error}"})  # fmt: skip
-        if pixels:
-            texts = {i: _caption(rows[i].get("text")) for i in pixels}
-            for index, (aesthetic, match) in self._scores(pixels, texts).items():
-                results[index].update(aesthetic_score=aesthetic, match_score=match)
-        return results
+        return pixels, results
 
     @torch.inference_mode()
     def _scores(
@@ -243,4 +250,31 @@ class QualityScorer:
                 clip_embed = nn.functional.normalize(embeds[span].mean(0), dim=-1)
                 match = 100.0 * float(clip_embed @ text_embeds[index])
             out[index] = (aesthetic, match)
+        return out
+
+
+class ClipEmbedder(QualityScorer):
+    """Clip embeddings for near-duplicate search: the normalised mean of a clip's normalised
+    CLIP frame embeddings, ``{"path", "clip_embedding"}`` per row (the same engine contract,
+    loading and frame sampling as :class:`QualityScorer`; the aesthetic head is not used)."""
+
+    failure = "embedding_failed"
+
+    def _score_batch(self, rows: list[dict]) -> list[dict]:
+        pixels, results = self._pixels(rows)
+        if pixels:
+            for index, embedding in self._embeddings(pixels).items():
+                results[index]["clip_embedding"] = embedding
+        return results
+
+    @torch.inference_mode()
+    def _embeddings(self, pixels: dict[int, torch.Tensor]) -> dict[int, list[float]]:
+        model, _, _, device = self._models()
+        batch = torch.cat(list(pixels.values())).to(device)
+        embeds = nn.functional.normalize(model.get_image_features(pixel_values=batch), dim=-1)
+        out, start = {}, 0
+        for index, clip_pixels in pixels.items():
+            clip = embeds[start : start + len(clip_pixels)].mean(0)
+            start += len(clip_pixels)
+            out[index] = nn.functional.normalize(clip, dim=-1).float().cpu().tolist()
         return out

@@ -137,21 +137,24 @@ class MultiShotSpec:
 def plan_multishot_videos(
     count: int, shots: int, frames: int, size: tuple[int, int], fps: float, seed: int
 ) -> list[MultiShotSpec]:
-    """``count`` videos of ``shots`` shots of ``frames`` frames each, every shot another
-    object on another background; deterministic by ``seed``."""
+    """``count`` videos of ``shots`` shots of ``frames`` frames each: at every cut another
+    colour, shape and direction on another background; deterministic by ``seed``."""
+    if shots > len(SHOT_BACKGROUNDS):
+        raise ValueError(f"at most {len(SHOT_BACKGROUNDS)} shots per video, got {shots}")
     rng = np.random.default_rng(seed)
-    combos = _combinations(0, moving=True)
     videos = []
     for index in range(count):
-        picks = rng.choice(len(combos), size=shots, replace=False)
+        colours = rng.choice(list(COLOURS), size=shots, replace=False)
         specs = tuple(
             ClipSpec(
-                name=f"multishot_{index:04d}_{k}", colour=combos[i][0], shape=combos[i][1],
-                direction=combos[i][2], width=size[0], height=size[1], fps=fps,
-                num_frames=frames, seed=seed * 100_003 + index * 17 + k,
+                name=f"multishot_{index:04d}_{k}", colour=str(colour),
+                shape=SHAPES[int(rng.integers(len(SHAPES)))],
+                direction=list(DIRECTIONS)[int(rng.integers(len(DIRECTIONS) - 1))],  # moving
+                width=size[0], height=size[1], fps=fps, num_frames=frames,
+                seed=seed * 100_003 + index * 17 + k,
                 background=SHOT_BACKGROUNDS[(index + k) % len(SHOT_BACKGROUNDS)],
             )
-            for k, i in enumerate(picks)
+            for k, colour in enumerate(colours)
         )  # fmt: skip
         videos.append(MultiShotSpec(name=f"multishot_{index:04d}", shots=specs))
     return videos

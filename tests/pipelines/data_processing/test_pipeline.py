@@ -44,6 +44,10 @@ def test_bad_inputs_are_recorded_and_the_run_completes(tmp_path):
         "uncaptioned.mp4": "no_caption",
     }
     assert rejected["detail"].str.len().gt(0).all()
+    report = catalog.load("filter_report")
+    assert report["rule"].tolist() == ["too_few_frames", "empty_caption", "duplicate_path"]
+    assert report["threshold"].iloc[0] == "num_frames < 2" and report["removed"].sum() == 0
+    assert catalog.load("filter_metrics")["removed_share_too_few_frames"]["value"] == 0.0
     metrics = catalog.load("rejection_metrics")
     assert (metrics["rejected_scan"]["value"], metrics["rejected_captioning"]["value"]) == (5, 1)
     table = catalog.load("training_table")
@@ -60,7 +64,8 @@ PARAMS = {
     "data_processing.shots": {"enabled": False, "detector": "adaptive", "threshold": None,
                               "min_scene_frames": 15, "min_seconds": 2.0, "max_seconds": 15.0,
                               "crf": 18, "inherit_caption": False, "workers": 2},
-    "data_processing.dedup": {"enabled": False, "frames": 3, "max_distance": 3, "workers": 2},
+    "data_processing.dedup": {"enabled": False, "method": "dhash", "frames": 3, "max_distance": 3,
+                              "workers": 2},
     "data_processing.motion": {"variant": "integer", "edge_rule": "3.2", "workers": 2},
     "data_processing.captioning": {"enabled": False, "overwrite": False},
     "data_processing.quality": {"enabled": False},
@@ -73,7 +78,14 @@ PARAMS = {
 # Tables kept from run to run (each read back as `<name>_previous`), and other saved outputs.
 KEPT = ["video_meta", "video_shots", "video_hashes", "motion_scores", "clip_captions",
         "quality_scores"]  # fmt: skip
-SAVED = ["video_clips", "training_table", "rejected_videos", "filter_metrics", "rejection_metrics"]
+SAVED = [
+    "video_clips",
+    "training_table",
+    "rejected_videos",
+    "filter_report",
+    "filter_metrics",
+    "rejection_metrics",
+]
 
 
 def _catalog(raw, captions, out=None, **overrides):
@@ -96,8 +108,8 @@ def _catalog(raw, captions, out=None, **overrides):
         datasets[name] = table(name)
         datasets[f"{name}_previous"] = table(name, optional=True, check_files=False)
     for name in SAVED:
-        datasets[name] = table(name, check_files=False) if "metrics" not in name else (
-            MemoryDataset())  # fmt: skip
+        datasets[name] = MemoryDataset() if "metrics" in name or "report" in name else (
+            table(name, check_files=False))  # fmt: skip
     return DataCatalog(
         {
             **datasets,

@@ -16,10 +16,10 @@ PARAMS = {
 }  # fmt: skip
 
 
-def _run(tmp_path):
+def _run(tmp_path, params=PARAMS):
     catalog = DataCatalog(
         {
-            "params:demo_data": MemoryDataset(PARAMS),
+            "params:demo_data": MemoryDataset(params),
             "params:demo_data.crf": MemoryDataset(PARAMS["crf"]),
             "raw_videos": VideoFolderDataset(str(tmp_path / "videos")),
             "raw_captions": MemoryDataset(),
@@ -50,3 +50,16 @@ def test_same_seed_renders_identical_files(tmp_path):
     assert [first.path(f).read_bytes() for f in first.files] == [
         second.path(f).read_bytes() for f in second.files
     ]
+
+
+def test_multishot_videos_are_uncaptioned_and_change_object_and_background_at_each_cut(tmp_path):
+    params = {**PARAMS, "multishot": {"count": 2, "shots": 3, "frames": 8}}
+    folder, captions = _run(tmp_path, params)
+    videos = [f for f in folder.files if f.startswith("multishot_")]
+    assert videos == ["multishot_0000.mp4", "multishot_0001.mp4"]
+    assert not set(videos) & set(captions["path"])  # uncut footage comes without captions
+    frames = read_frames(folder.path(videos[0]))
+    assert len(frames) == 24
+    corners = [tuple(frames[k, 0, 0] // 32) for k in (0, 8, 16)]  # the backgrounds' corner
+    colours = [dominant_colour(frames[k : k + 8]) for k in (0, 8, 16)]
+    assert len(set(corners)) == 3 and len(set(colours)) == 3

@@ -15,7 +15,7 @@ class MultiShotParams(Params):
     """Demo videos of several shots (each another object on another background), uncaptioned."""
 
     count: NonNegativeInt = Field(0, description="videos to render")
-    shots: PositiveInt = Field(3, description="shots per video")
+    shots: Annotated[int, Field(ge=1, le=4)] = Field(3, description="shots per video (1-4)")
     frames: PositiveInt = Field(12, description="frames per shot")
 
 
@@ -65,14 +65,37 @@ class MotionParams(Params):
 
 
 class DedupParams(Params):
-    """Near-duplicate clips, by perceptual hashes of a few frames (opensora_kedro.data.dedup)."""
+    """Near-duplicate clips: by perceptual hashes of a few frames (opensora_kedro.data.dedup)
+    or by CLIP embedding similarity (opensora_kedro.data.semantic_dedup)."""
 
     enabled: bool = Field(True, description="hash the clips and reject near-duplicates")
-    frames: PositiveInt = Field(4, description="frames hashed per clip, evenly spaced")
+    method: Literal["dhash", "clip"] = Field(
+        "dhash",
+        description="dhash: frame hashes within max_distance bits; clip: CLIP "
+        "embeddings at least min_similarity alike (needs clip_model)",
+    )
+    frames: PositiveInt = Field(4, description="frames hashed (or embedded) per clip")
     max_distance: int = Field(
         3, ge=0, le=31, description="most differing bits (of 64) per frame hash for a duplicate"
     )
+    clip_model: str | None = Field(
+        None, description="folder of a CLIPModel + CLIPProcessor (method: clip)"
+    )
+    min_similarity: float = Field(
+        0.95, gt=0, le=1, description="least cosine similarity of two duplicates (method: clip)"
+    )
+    device: str = Field("auto", description="where CLIP runs (method: clip)")
     workers: PositiveInt | None = Field(None, description="threads hashing clips (null: cores)")
+
+    def cross_checks(self, context):
+        if self.enabled and self.method == "clip" and self.clip_model is None:
+            return [(("clip_model",), None, "method clip needs a CLIP model folder")]
+        return []
+
+    def input_paths(self) -> list[tuple[tuple, str]]:
+        if self.enabled and self.method == "clip" and self.clip_model:
+            return [(("clip_model",), self.clip_model)]
+        return []
 
 
 class ShotParams(Params):

@@ -13,8 +13,9 @@ from opensora_kedro.data.bucket_report import bucket_report, plot_bucket_report
 from opensora_kedro.data.curation import caption_clips, score_quality
 from opensora_kedro.data.dedup import find_duplicates, hash_videos
 from opensora_kedro.data.engine import EngineSettings, Journal
-from opensora_kedro.data.filtering import FilterRules, filter_table
+from opensora_kedro.data.filtering import FilterRules, filter_table, removal_report
 from opensora_kedro.data.motion_table import score_motion
+from opensora_kedro.data.semantic_dedup import embed_videos, find_embedding_duplicates
 from opensora_kedro.data.shot_table import RESULT_COLUMNS, split_videos, whole_clips
 from opensora_kedro.data.training_table import build_training_table
 from opensora_kedro.data.video_folder import VideoFolder
@@ -96,8 +97,12 @@ def hash_clips(
     """Frame hashes of every clip (unchanged clips keep their last ones) and the failures."""
     if not params["enabled"]:
         return pd.DataFrame(columns=["path"]), pd.DataFrame(columns=REJECT_COLUMNS)
-    return hash_videos(meta, params["frames"], _engine(engine, ray, params), previous,
-                       _journal(journals, "dedup", params))  # fmt: skip
+    run_on, journal = _engine(engine, ray, params), _journal(journals, "dedup", params)
+    if params["method"] == "clip":
+        settings = QualitySettings(clip_model=params["clip_model"], frames=params["frames"],
+                                   device=params["device"])  # fmt: skip
+        return embed_videos(meta, settings, run_on, previous, journal)
+    return hash_videos(meta, params["frames"], run_on, previous, journal)
 
 
 def drop_duplicates(
@@ -106,7 +111,10 @@ def drop_duplicates(
     """The clips that are no near-duplicate of another (nor failed hashing), and the rest."""
     if not params["enabled"]:
         return meta, pd.DataFrame(columns=REJECT_COLUMNS)
-    duplicates = find_duplicates(hashes, params["max_distance"])
+    if params["method"] == "clip":
+        duplicates = find_embedding_duplicates(hashes, params["min_similarity"])
+    else:
+        duplicates = find_duplicates(hashes, params["max_distance"])
     kept = meta["path"].isin(hashes["path"]) & ~meta["path"].isin(duplicates["path"])
     return meta[kept].reset_index(drop=True), duplicates
 
@@ -167,15 +175,16 @@ def _build_tiny_quality_models(params: dict, captions: list[str]) -> None:
 
 def filter_videos(
     meta: pd.DataFrame, scores: pd.DataFrame, quality: pd.DataFrame, params: dict
-) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict]:
     """Join the scores and apply the thresholds of ``data_processing.filter``: kept clips,
-    removed ones, and the share each rule removed."""
+    removed ones, and each rule's threshold and share removed (table and metrics)."""
     table = meta.merge(scores[["path", "score_vmafmotion"]], on="path", how="inner")
     table = table.merge(quality[["path", "aesthetic_score", "match_score"]], on="path", how="left")
-    kept, removed = filter_table(table, FilterRules(**params))
-    counts = removed["reason"].value_counts()
-    shares = {f"removed_share_{reason}": n / max(len(table), 1) for reason, n in counts.items()}
-    return kept, removed, _metrics(clips_in=len(table), clips_kept=len(kept), **shares)
+    rules = FilterRules(**params)
+    kept, removed = filter_table(table, rules)
+    report = removal_report(table, removed, rules)
+    shares = {f"removed_share_{r}": s for r, s in zip(report["rule"], report["share"], strict=True)}
+    return kept, removed, report, _metrics(clips_in=len(table), clips_kept=len(kept), **shares)
 
 
 def make_training_table(table: pd.DataFrame, dataset: dict) -> pd.DataFrame:

@@ -76,7 +76,7 @@ def create_pipeline(stage: str = "diffusion_stage1", **kwargs) -> Pipeline:
                 filter_videos,
                 ["captioned_videos", "motion_scores", "quality_scores",
                  "params:data_processing.filter"],
-                ["filtered_videos", "filter_rejected", "filter_metrics"],
+                ["filtered_videos", "filter_rejected", "filter_report", "filter_metrics"],
                 name="filter_videos",
             ),
             Node(
