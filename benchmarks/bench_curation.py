@@ -37,6 +37,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=60)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("pyscenedetect").setLevel(logging.WARNING)
     logger.setLevel(logging.INFO)
     engine = EngineSettings(workers=2)
     with tempfile.TemporaryDirectory() as tmp:

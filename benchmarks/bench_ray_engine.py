@@ -1,7 +1,7 @@
 """The per-clip engine: motion scoring on local threads vs Ray (1 and 2 workers), and Ray's
 overhead per clip, in one run on the same clips.
 
-.venv/bin/python benchmarks/bench_ray_engine.py --clips 48 --frames 60
+.venv/bin/python benchmarks/bench_ray_engine.py --clips 48 --frames 60 --size 640x360
 """
 
 from __future__ import annotations
@@ -39,12 +39,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--clips", type=int, default=48)
     parser.add_argument("--frames", type=int, default=60)
+    parser.add_argument("--size", default="640x360", help="WxH of every clip")
     parser.add_argument("--noop-rows", type=int, default=2000)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logger.setLevel(logging.INFO)
     with tempfile.TemporaryDirectory() as tmp:
-        plan = {"num_clips": args.clips, "num_images": 0, "sizes": [[256, 144]], "fps": [24],
+        size = [int(side) for side in args.size.split("x")]
+        plan = {"num_clips": args.clips, "num_images": 0, "sizes": [size], "fps": [24],
                 "lengths": [args.frames], "seed": 0}  # fmt: skip
         files, _ = render_clips(plan_clips(plan), crf=20)
         dataset = VideoFolderDataset(str(Path(tmp) / "videos"))

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from opensora_kedro.captioning.tiny_vlm import build_tiny_vlm
-from opensora_kedro.captioning.vlm import CaptionSettings, VlmCaptioner, frame_indices
+from opensora_kedro.captioning.vlm import CaptionSettings, VlmCaptioner
 from opensora_kedro.video.codec import encode_image, encode_mp4
+from opensora_kedro.video.decode import frame_indices
 from opensora_kedro.video.render import ClipSpec, render_frames
 from tests.conftest import corrupt_media_data, write_audio
 

@@ -18,11 +18,10 @@ from opensora_kedro.quality.clip_scores import (
     QualityScorer,
     QualitySettings,
     load_aesthetic_head,
-    sample_frames,
 )
 from opensora_kedro.quality.tiny_models import build_tiny_aesthetic_head, build_tiny_clip
 from opensora_kedro.video.codec import encode_image, encode_mp4
-from opensora_kedro.video.decode import read_frames
+from opensora_kedro.video.decode import read_frames, sample_frames
 from opensora_kedro.video.render import ClipSpec, render_frames
 
 SPECS = [

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from opensora_kedro.video.decode import iter_frames
+from opensora_kedro.video.decode import NoFramesError, sample_frames
 
 logger = logging.getLogger(__name__)
 
@@ -67,29 +67,14 @@ class ClipFailure(Exception):
         self.reason, self.detail = reason, detail
 
 
-def frame_indices(num_frames: int, frames: int) -> list[int]:
-    """Up to ``frames`` distinct indices spread evenly over ``num_frames`` (first and last
-    included): a still gives ``[0]``, a two-frame clip ``[0, 1]``."""
-    count = max(min(frames, num_frames), 1)
-    return sorted({int(i) for i in np.linspace(0, max(num_frames - 1, 0), count).round()})
-
-
-def sample_frames(path: str | os.PathLike, num_frames: int, frames: int) -> list[np.ndarray]:
-    """The RGB frames of ``path`` at :func:`frame_indices`; a clip shorter than its metadata
-    gives those it has. Raises :class:`ClipFailure` when none can be read."""
-    wanted = frame_indices(num_frames, frames)
-    found = []
+def read_clip(path: str | os.PathLike, num_frames: int, frames: int) -> list[np.ndarray]:
+    """:func:`~opensora_kedro.video.decode.sample_frames`, failing with the clip's reason."""
     try:
-        for index, frame in enumerate(iter_frames(path)):
-            if index in wanted:
-                found.append(frame)
-            if index >= wanted[-1]:
-                break
+        return sample_frames(path, num_frames, frames)
+    except NoFramesError as error:
+        raise ClipFailure("no_frames", f"ValueError: {error}") from error
     except Exception as error:  # noqa: BLE001 - PyAV raises many kinds for a bad file
         raise ClipFailure("decode_failed", f"{type(error).__name__}: {error}") from error
-    if not found:
-        raise ClipFailure("no_frames", "ValueError: no frame could be decoded")
-    return found
 
 
 def _failure(path: str, reason: str, detail: str) -> dict:
@@ -192,7 +177,7 @@ class VlmCaptioner:
         ready: list[tuple[int, list[np.ndarray]]] = []
         for position, row in enumerate(rows):
             try:
-                frames = sample_frames(row["path"], int(row["num_frames"]), self.settings.frames)
+                frames = read_clip(row["path"], int(row["num_frames"]), self.settings.frames)
                 ready.append((position, frames))
             except ClipFailure as failure:
                 results[position] = _failure(row["path"], failure.reason, failure.detail)

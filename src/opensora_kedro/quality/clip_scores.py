@@ -23,12 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import av
-import numpy as np
 import torch
 from torch import nn
 
 from opensora_kedro.text.embedder import resolve_device
+from opensora_kedro.video.decode import sample_frames
 
 logger = logging.getLogger(__name__)
 
@@ -107,29 +106,6 @@ def load_aesthetic_head(path: str | Path, embed_dim: int) -> AestheticHead:
     except RuntimeError as error:  # layer sizes that differ from the released MLP
         raise ValueError(f"aesthetic head {path} does not fit the MLP: {error}") from None
     return head.eval()
-
-
-def sample_frames(path: str | Path, num_frames: int, frames: int) -> list[np.ndarray]:
-    """RGB frames (``H x W x 3`` uint8) at ``frames`` indices evenly spaced over a clip of
-    ``num_frames``, each index once (a still: its one frame). A clip shorter than its
-    metadata gives its last decoded frame for the indices past its end."""
-    wanted = sorted({int(i) for i in np.linspace(0, max(int(num_frames) - 1, 0), frames).round()})
-    found: dict[int, np.ndarray] = {}
-    last: tuple[int, Any] | None = None
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        for index, frame in enumerate(container.decode(stream)):
-            last = (index, frame)
-            if index in wanted:  # convert only the frames used
-                found[index] = frame.to_ndarray(format="rgb24")
-            if index >= wanted[-1]:
-                break
-        if last is None:
-            raise ValueError("no frame could be decoded")
-        if len(found) < len(wanted) and last[0] not in found:  # the file ends early
-            found[last[0]] = last[1].to_ndarray(format="rgb24")
-    return [found[index] for index in sorted(found)]
 
 
 def _caption(text: Any) -> str | None:

@@ -50,6 +50,8 @@ import av
 import numpy as np
 from av.video.reformatter import ColorRange
 
+from opensora_kedro.video.decode import set_threads
+
 logger = logging.getLogger(__name__)
 
 Variant = Literal["integer", "float"]
@@ -536,7 +538,7 @@ def iter_luma(path: str | os.PathLike) -> Iterator[np.ndarray]:
         if not container.streams.video:
             raise ValueError(f"{path} has no video stream")
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"  # frame threads: decoding overlaps our arithmetic
+        set_threads(stream)
         for frame in container.decode(stream):
             quarter_turns = round((frame.rotation or 0) / 90) % 4
             yield np.rot90(luma_plane(frame), quarter_turns)
