@@ -62,10 +62,17 @@ def test_kedro_run_default_pipeline(project):
     captions = pd.read_csv(project / "data/01_raw/captions.csv")
     meta = pd.read_parquet(project / "data/02_intermediate/video_meta.parquet")
     rejected = pd.read_parquet(project / "data/03_primary/rejected_videos.parquet")
-    assert len(captions) == 184  # conf/local: 180 clips + 4 stills
-    assert len(meta) == 184 and rejected.empty
-    assert set(meta["text"]) == set(captions["text"])
-    assert meta["num_frames"].min() == 1 and meta["num_frames"].max() == 17  # conf/local
+    assert len(captions) == 184  # conf/local: 180 clips + 4 stills, + 4 uncaptioned multi-shot
+    assert len(meta) == 188 and set(meta["text"].dropna()) == set(captions["text"])
+    clips = pd.read_parquet(project / "data/02_intermediate/video_clips.parquet")
+    assert len(clips) == 184 + 4 * 3  # each multi-shot video cut at its rendered boundaries
+    cut = clips[clips["path"].str.startswith("shots:")]
+    assert cut.groupby("source")["start_frame"].apply(list).tolist() == [[0, 12, 24]] * 4
+    # without the captioner, the shots (no caption of their own) are rejected, with the reason
+    assert sorted(rejected["path"]) == sorted(cut["path"])
+    assert set(rejected["stage"] + "/" + rejected["reason"]) == {"captioning/no_caption"}
+    captioned = meta[meta["text"].notna()]
+    assert captioned["num_frames"].min() == 1 and captioned["num_frames"].max() == 17  # local
     assert set(meta["fps"].dropna()) <= {12.0, 24.0}
 
     mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
@@ -123,6 +130,34 @@ def test_kedro_run_default_pipeline(project):
 
 
 @pytest.mark.slow
+def test_data_processing_on_ray_makes_the_tables_the_local_engine_made(project):
+    """The issue's command, on the default run's videos, from empty tables and shots."""
+    tables = {
+        "data/02_intermediate": ["video_meta", "video_clips"],
+        "data/03_primary": ["video_shots", "motion_scores", "quality_scores", "rejected_videos"],
+        "data/05_model_input": ["training_table"],
+    }  # fmt: skip
+    local = {}
+    for folder, names in tables.items():
+        for name in names:
+            path = project / folder / f"{name}.parquet"
+            local[name] = pd.read_parquet(path)
+            path.unlink()
+    shutil.rmtree(project / "data/02_intermediate/shots")
+    _kedro(project, "run", "--pipeline=data_processing", "--params=data_processing.engine=ray")
+    for folder, names in tables.items():
+        for name in names:
+            ray = pd.read_parquet(project / folder / f"{name}.parquet")
+            # the shots were cut again: same frames, new modification times
+            ignored = [c for c in ("file_mtime_ns", "shots") if c in ray.columns]
+            pd.testing.assert_frame_equal(
+                ray.drop(columns=ignored).sort_values("path", ignore_index=True),
+                local[name].drop(columns=ignored).sort_values("path", ignore_index=True),
+                obj=name,
+            )
+
+
+@pytest.mark.slow
 def test_the_notebook_runs_headless_on_the_run(project):
     import nbclient
     import nbformat
@@ -157,7 +192,7 @@ def test_nested_params_override_keeps_siblings(project):
     assert client.get_run(killed).info.status == "FAILED"
     captions = pd.read_csv(project / "data/01_raw/captions.csv")
     assert len(captions) == 3
-    assert len(list((project / "data/01_raw/videos").glob("*.mp4"))) == 3  # the old clips are gone
+    assert len(list((project / "data/01_raw/videos").glob("demo_*.mp4"))) == 3  # old ones gone
 
 
 @pytest.mark.slow

@@ -40,8 +40,10 @@ def _engine(engine: str, ray: dict, stage: dict) -> EngineSettings:
 
 
 def _journal(folder: str, stage: str, params: dict) -> Journal:
-    """The stage's journal; results computed under other parameters are not reused."""
-    fingerprint = json.dumps(params, sort_keys=True, default=str)
+    """The stage's journal; results computed under other parameters (the number of workers
+    aside) are not reused."""
+    settings = {key: value for key, value in params.items() if key != "workers"}
+    fingerprint = json.dumps(settings, sort_keys=True, default=str)
     return Journal(Path(folder) / f"{stage}.jsonl", fingerprint)
 
 
