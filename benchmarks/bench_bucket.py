@@ -17,17 +17,18 @@ for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import logging  # noqa: E402
+import sys  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from opensora_kedro.data.bucket import (  # noqa: E402
-    BucketConfig,
-    assign_buckets,
-    assign_buckets_reference,
-)
+from opensora_kedro.data.bucket import BucketConfig, assign_buckets  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the reference lives in tests/
+from tests.data.bucket_reference import assign_buckets_reference  # noqa: E402
 
 logger = logging.getLogger("bench_bucket")
 

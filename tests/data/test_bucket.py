@@ -12,13 +12,12 @@ from opensora_kedro.data.bucket import (
     SKIP_REASONS,
     BucketConfig,
     assign_buckets,
-    assign_buckets_reference,
-    get_bucket_id,
     row_seed,
     row_seeds,
     uniform,
     uniform_array,
 )
+from tests.data.bucket_reference import assign_buckets_reference, get_bucket_id
 
 NAN = float("nan")
 # Open-Sora's stage1 bucket_config (brief §1.3).
