@@ -130,11 +130,30 @@ def test_kedro_run_default_pipeline(project):
 
 
 @pytest.mark.slow
+def test_the_notebook_runs_headless_on_the_run(project):
+    import nbclient
+    import nbformat
+
+    # Right after test_kedro_run_default_pipeline, on what it left (later tests change it).
+    if not (project / "data/08_reporting/prompt_following.png").exists():
+        pytest.skip("needs the default run of test_kedro_run_default_pipeline first")
+    notebook = nbformat.read(project / "notebooks" / "tour.ipynb", as_version=4)
+    folder = {"metadata": {"path": str(project / "notebooks")}}  # run where a user opens it
+    nbclient.NotebookClient(
+        notebook, timeout=300, kernel_name="python3", resources=folder
+    ).execute()
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    pictures = [o for o in outputs if "image/png" in o.get("data", {})]
+    assert len(pictures) >= 4  # buckets, clip thumbnails, the VAE round trip, the samples
+
+
+@pytest.mark.slow
 def test_data_processing_on_ray_makes_the_tables_the_local_engine_made(project):
     """The issue's command, on the default run's videos, from empty tables and shots."""
     tables = {
-        "data/02_intermediate": ["video_meta", "video_clips"],
-        "data/03_primary": ["video_shots", "motion_scores", "quality_scores", "rejected_videos"],
+        "data/02_intermediate": ["video_meta", "video_shots", "video_clips"],
+        "data/03_primary": ["motion_scores", "quality_scores", "rejected_videos"],
         "data/05_model_input": ["training_table"],
     }  # fmt: skip
     local = {}
@@ -155,25 +174,6 @@ def test_data_processing_on_ray_makes_the_tables_the_local_engine_made(project):
                 local[name].drop(columns=ignored).sort_values("path", ignore_index=True),
                 obj=name,
             )
-
-
-@pytest.mark.slow
-def test_the_notebook_runs_headless_on_the_run(project):
-    import nbclient
-    import nbformat
-
-    # Right after test_kedro_run_default_pipeline, on what it left (later tests change it).
-    if not (project / "data/08_reporting/prompt_following.png").exists():
-        pytest.skip("needs the default run of test_kedro_run_default_pipeline first")
-    notebook = nbformat.read(project / "notebooks" / "tour.ipynb", as_version=4)
-    folder = {"metadata": {"path": str(project / "notebooks")}}  # run where a user opens it
-    nbclient.NotebookClient(
-        notebook, timeout=300, kernel_name="python3", resources=folder
-    ).execute()
-    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
-    assert not [o for o in outputs if o.output_type == "error"]
-    pictures = [o for o in outputs if "image/png" in o.get("data", {})]
-    assert len(pictures) >= 4  # buckets, clip thumbnails, the VAE round trip, the samples
 
 
 @pytest.mark.slow

@@ -46,6 +46,9 @@ def connect(engine: EngineSettings) -> None:
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # the engine shows its own, in clips
     context.print_on_execution_start = False
+    # Ray Data configures its logger when imported; its "execution finished" line per stage
+    # run repeats what the engine's progress line says.
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
     logger.info("Ray: %s", ray.cluster_resources())
 
 
@@ -101,6 +104,7 @@ def map_batches(
             batch_size=batch_size,
             batch_format="pandas",
             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=workers),
+            num_cpus=1,  # Ray then sets OMP_NUM_THREADS=1: torch and decoders stay on it
             num_gpus=engine.gpus_per_model_worker or None,
         )
     else:
