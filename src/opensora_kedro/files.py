@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -13,6 +16,7 @@ def write_atomic(path: str | os.PathLike, content: bytes) -> None:
     The temporary name is unique per call, so concurrent writers (ranks) never share one.
     """
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}")
     try:
         with open(temp, "wb") as stream:
@@ -22,6 +26,27 @@ def write_atomic(path: str | os.PathLike, content: bytes) -> None:
         os.replace(temp, path)
     finally:
         temp.unlink(missing_ok=True)
+
+
+def build_folder(folder: str | os.PathLike, fill: Callable[[Path], None], what: str) -> Path:
+    """Let ``fill`` write ``folder``, which must not exist, through a temporary sibling renamed
+    into place: an interrupted build never leaves a half-written ``what`` where it is loaded.
+
+    Raises:
+        FileExistsError: ``folder`` exists (a built model is never overwritten).
+    """
+    folder = Path(folder)
+    if folder.exists():
+        raise FileExistsError(f"{folder} exists; a {what} is only built where none is")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        staging.chmod(0o755)  # mkdtemp makes it private; a model folder is not
+        fill(staging)
+        os.replace(staging, folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder
 
 
 def resolve_path(path: str | os.PathLike, base_dir: str | os.PathLike | None) -> Path:

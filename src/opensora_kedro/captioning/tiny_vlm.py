@@ -12,15 +12,13 @@ vocabulary's words, but the same gibberish every time.
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 import torch
 
 from opensora_kedro.captioning.vlm import DEFAULT_PROMPT
+from opensora_kedro.files import build_folder
 
 logger = logging.getLogger(__name__)
 
@@ -138,18 +136,13 @@ def build_tiny_vlm(
     folder and renamed into place, so an interrupted build never leaves a half-written model
     where the captioner would load it.
     """
-    folder = Path(folder)
-    if folder.exists():
-        raise FileExistsError(f"{folder} exists; a tiny VLM is only built where none is")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
-        staging.chmod(0o755)  # mkdtemp makes it private; a model folder is not
-        processor = _processor(list(captions), prompt)
+    captions = list(captions)
+    processor = _processor(captions, prompt)
+
+    def fill(staging: Path) -> None:
         processor.save_pretrained(staging)
         _model(processor.tokenizer, seed).save_pretrained(staging)
-        os.replace(staging, folder)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+
+    folder = build_folder(folder, fill, "tiny VLM")
     logger.info("built tiny VLM (LLaVA, vocabulary %d) in %s", len(processor.tokenizer), folder)
     return folder

@@ -9,14 +9,12 @@ text encoders' caption-trained byte-level BPE, so every caption word is a token.
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 import torch
 
+from opensora_kedro.files import build_folder, write_atomic
 from opensora_kedro.quality.clip_scores import AestheticHead
 from opensora_kedro.text.tiny_encoders import CLIP_BOS, CLIP_EOS, _clip_bpe
 
@@ -70,17 +68,8 @@ def build_tiny_clip(captions: Iterable[str], folder: str | Path, seed: int = 0) 
     leaves a half-written model where the scorer would load it. Same captions and seed, same
     files.
     """
-    folder = Path(folder)
-    if folder.exists():
-        raise FileExistsError(f"{folder} exists; a tiny CLIP is only built where none is")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
-        staging.chmod(0o755)  # mkdtemp makes it private; a model folder is not
-        _save_tiny_clip(captions, staging, seed)
-        os.replace(staging, folder)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    folder = build_folder(folder, lambda staging: _save_tiny_clip(captions, staging, seed),
+                          "tiny CLIP")  # fmt: skip
     logger.info("built tiny CLIP (image %d, hidden %d, projection %d) in %s",
                 IMAGE_SIZE, HIDDEN, PROJECTION_DIM, folder)  # fmt: skip
     return folder
@@ -89,21 +78,12 @@ def build_tiny_clip(captions: Iterable[str], folder: str | Path, seed: int = 0) 
 def build_tiny_aesthetic_head(embed_dim: int, path: str | Path, seed: int = 0) -> Path:
     """Write a random-initialised :class:`AestheticHead` for ``embed_dim``-dim embeddings to
     the safetensors file ``path`` (atomically; replaces an existing file)."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         state = {k: v.contiguous() for k, v in AestheticHead(embed_dim).state_dict().items()}
-    handle, staging = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(handle)
-    try:
-        save_file(state, staging, metadata={"format": "pt"})
-        os.chmod(staging, 0o644)  # mkstemp makes it private; a model file is not
-        os.replace(staging, path)
-    finally:
-        if os.path.exists(staging):
-            os.unlink(staging)
+    write_atomic(path, save(state, metadata={"format": "pt"}))
     logger.info("built tiny aesthetic head (input %d) in %s", embed_dim, path)
     return path

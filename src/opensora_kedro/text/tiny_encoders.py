@@ -14,10 +14,7 @@ from __future__ import annotations
 
 import io
 import logging
-import os
-import shutil
 import string
-import tempfile
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -25,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from opensora_kedro.files import build_folder
 
 logger = logging.getLogger(__name__)
 
@@ -244,17 +243,8 @@ def build_tiny_encoder(
     Built in a temporary sibling folder and renamed into place, so an interrupted build never
     leaves a half-written encoder where the embedder would load it.
     """
-    folder = Path(folder)
-    if folder.exists():
-        raise FileExistsError(f"{folder} exists; a tiny encoder is only built where none is")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
-        staging.chmod(0o755)  # mkdtemp makes it private; a model folder is not
-        BUILDERS[role](captions, staging, config)
-        os.replace(staging, folder)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    folder = build_folder(folder, lambda staging: BUILDERS[role](captions, staging, config),
+                          "tiny encoder")  # fmt: skip
     logger.info("built tiny %s encoder (hidden %d, %d layers) in %s",
                 role, config.hidden_size, config.num_layers, folder)  # fmt: skip
     return folder

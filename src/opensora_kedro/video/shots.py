@@ -15,7 +15,6 @@ import itertools
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -23,6 +22,7 @@ from typing import Literal
 
 import numpy as np
 
+from opensora_kedro.files import write_atomic
 from opensora_kedro.video.codec import encode_mp4
 from opensora_kedro.video.decode import iter_frames
 
@@ -172,21 +172,6 @@ def _even(frames: np.ndarray) -> np.ndarray:
     return frames[:, : height - height % 2, : width - width % 2]
 
 
-def _write_atomically(data: bytes, destination: Path) -> None:
-    """Write ``data`` to a temporary file next to ``destination``, then rename it into place:
-    a reader sees the whole file or none (the rename is atomic on one file system)."""
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".tmp",
-                                         dir=destination.parent)  # fmt: skip
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-        os.replace(temporary, destination)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def _shot_frames(source: str | os.PathLike, ranges: list[Range]) -> Iterator[np.ndarray]:
     """The frames of each range of ``ranges`` (sorted, disjoint), in one decoding pass."""
     pending = iter(ranges)
@@ -215,7 +200,7 @@ def cut_shots(
     H.264, atomically, decoding ``source`` once."""
     ranges = [shot_range for shot_range, _ in shots]
     for frames, (_, destination) in zip(_shot_frames(source, ranges), shots, strict=False):
-        _write_atomically(encode_mp4(_even(frames), fps, crf), Path(destination))
+        write_atomic(Path(destination), encode_mp4(_even(frames), fps, crf))
 
 
 def cut_shot(
