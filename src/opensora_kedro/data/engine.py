@@ -142,7 +142,7 @@ def run_stage(
 
     With a ``journal``, results already in it (same key, same stage fingerprint) are reused
     and new ones are added batch by batch; it is removed when all results are in. A row's
-    ``key`` is its path and, where the row has them, its file's size and modification time.
+    ``key`` is :func:`file_key` unless given.
     """
     keys = [(key or file_key)(row) for row in rows]
     done = journal.load() if journal else {}
@@ -164,8 +164,10 @@ def run_stage(
 
 
 def file_key(row: Row) -> str:
-    """What identifies a clip's file: path, size and modification time (a changed file is new)."""
-    return "|".join(str(row.get(name, "")) for name in ("path", "file_size", "file_mtime_ns"))
+    """What identifies a clip: path, size and modification time (a changed file is new), and
+    its caption where the row has one (a score of the caption changes with it)."""
+    names = ("path", "file_size", "file_mtime_ns", "caption_hash")
+    return "|".join(str(row.get(name, "")) for name in names)
 
 
 def plain(value: Any) -> Any:
