@@ -17,7 +17,7 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
-	@echo "installing into $(VENV) (first time: about 2 minutes)"
+	@echo "installing into $(VENV) (first time: about 3 minutes)"
 	# The CPU build of torch lies on local disk; install it before anything asks for torch.
 	$(PIP) torch==2.13.0 $(QUIET)
 	$(PIP) -e ".[dev]" $(QUIET)
