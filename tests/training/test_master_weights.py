@@ -52,6 +52,9 @@ def _worker(rank: int, port: int) -> None:
         load_masters(loaded, state)
         for name in full:
             assert torch.equal(loaded[name].tensor, masters[name].tensor), name
+        # Both ranks done before either tears gloo down: a rank destroying its group while
+        # the other still holds a connection aborted the process now and then (SIGABRT).
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
