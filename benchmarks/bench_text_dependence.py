@@ -21,8 +21,8 @@ from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 
 from opensora_kedro.evaluation.diffusion_loss import diffusion_eval_loss
+from opensora_kedro.models.mmdit_loading import load_mmdit
 from opensora_kedro.models.vae.loading import load_autoencoder
-from opensora_kedro.sampling.generate import load_mmdit
 from opensora_kedro.text.cache import EmbeddingCache
 
 logger = logging.getLogger("bench_text_dependence")

@@ -218,7 +218,7 @@ def test_opensora_convert_writes_a_loadable_model_folder(kedro, tmp_path):
     from safetensors.torch import save_file
 
     from opensora_kedro.models.mmdit import MMDiTConfig
-    from opensora_kedro.sampling.generate import load_mmdit
+    from opensora_kedro.models.mmdit_loading import load_mmdit
     from tests.models.mmdit_reference import foreign_state
 
     config = MMDiTConfig(in_channels=16, vec_in_dim=8, context_in_dim=8, hidden_size=32,

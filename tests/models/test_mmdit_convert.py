@@ -177,7 +177,7 @@ def test_streaming_reader_and_writer(tmp_path):
 
 
 def test_from_pretrained_naming_a_foreign_file_converts_it(tmp_path):
-    from opensora_kedro.sampling.generate import load_mmdit
+    from opensora_kedro.models.mmdit_loading import load_mmdit
 
     state = foreign_state(SMALL, fused=False, seed=9)
     save_file(state, str(tmp_path / "Open_Sora_v2.safetensors"))

@@ -16,7 +16,6 @@ from opensora_kedro.models.mmdit import build_mmdit
 from opensora_kedro.models.vae.registry import build_vae, save_vae_weights
 from opensora_kedro.sampling.generate import (
     SamplingSettings,
-    TextEncoders,
     check_num_frames,
     final_prompts,
     fit_image,
@@ -24,11 +23,11 @@ from opensora_kedro.sampling.generate import (
     generate_images,
     generate_latents,
     generate_t2i2v,
-    load_generation_models,
     sample_seeds,
     save_sample,
     target_size,
 )
+from opensora_kedro.sampling.loading import TextEncoders, load_generation_models
 from opensora_kedro.sampling.references import encode_frames
 from opensora_kedro.text.embedder import TextEmbedder
 from opensora_kedro.video.codec import encode_image

@@ -12,13 +12,15 @@ import dataclasses
 import json
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from opensora_kedro.files import weights_file
-from opensora_kedro.models.mmdit import MMDiT, MMDiTConfig
+from opensora_kedro.files import resolve_path, weights_file
+from opensora_kedro.models.mmdit import MMDiT, MMDiTConfig, mmdit_config
 from opensora_kedro.models.mmdit_convert import (
     CheckpointMismatchError,
     Piece,
@@ -218,3 +220,43 @@ def convert_mmdit_file(
     (destination / "config.json").write_text(json.dumps(fields, indent=1))
     logger.info("converted %s -> %s (%d tensors)", source, target, len(plan))
     return target
+
+
+def _check_structure(model_params: Mapping[str, Any], folder: Path) -> None:
+    """Fail clearly when the parameters describe another network than the one saved."""
+    saved_file = folder / "config.json"
+    if not saved_file.is_file():
+        return
+    saved = dataclasses.asdict(mmdit_config(json.loads(saved_file.read_text())))
+    wanted = dataclasses.asdict(mmdit_config(model_params))
+    # cond_embed / guidance_embed may differ: their missing layers start at zero (t2v -> i2v).
+    skip = {"cond_embed", "guidance_embed", "grad_ckpt_settings"}
+    diff = {k: (wanted[k], saved[k]) for k in wanted if k not in skip and wanted[k] != saved[k]}
+    if diff:
+        raise ValueError(f"model parameters differ from {saved_file} (params, saved): {diff}")
+
+
+def load_mmdit(
+    model_params: Mapping[str, Any],
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    base_dir: str | os.PathLike | None = None,
+) -> nn.Module:
+    """An MMDiT built from ``model_params`` with the weights of ``from_pretrained`` (a folder
+    with ``model.safetensors`` [+ ``config.json``], or a ``.safetensors`` file, which may be
+    in Open-Sora / Flux format: converted while it loads, strictly; see
+    :mod:`~opensora_kedro.models.mmdit_convert`), with the LoRA adapter of ``lora_path`` (or
+    of the folder's ``lora/``) merged in."""
+    if not model_params.get("from_pretrained"):
+        raise ValueError("model.from_pretrained is not set: nothing to sample with")
+    source = resolve_path(model_params["from_pretrained"], base_dir)
+    if source.is_dir():
+        _check_structure(model_params, source)
+    lora = model_params.get("lora_path")
+    model = load_pretrained_mmdit(
+        mmdit_config(model_params), source,
+        strict=bool(model_params.get("strict_load", False)),
+        liger_rope=bool(model_params.get("use_liger_rope", True)), dtype=dtype,
+        lora_path=resolve_path(lora, base_dir) if lora else None,
+    )  # fmt: skip
+    return model.to(device).eval().requires_grad_(False)

@@ -1,5 +1,6 @@
 """Video generation (brief §8): prompts -> text embeddings -> seeded noise -> guided denoising
--> VAE decode -> uint8 frames; t2i2v; model loading; saving samples.
+-> VAE decode -> uint8 frames; t2i2v; saving samples (models load in
+:mod:`opensora_kedro.sampling.loading`).
 
 Open-Sora's ``scripts/diffusion/inference.py`` as a library: no Kedro here. The settings come
 from the (resolved) ``inference`` parameter group, see :meth:`SamplingSettings.from_params`.
@@ -8,7 +9,6 @@ from the (resolved) ``inference`` parameter group, see :meth:`SamplingSettings.f
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -22,16 +22,13 @@ from torch import Tensor, nn
 
 from opensora_kedro.data.aspect import image_size
 from opensora_kedro.data.clip_dataset import to_clip_tensor
-from opensora_kedro.files import resolve_path, write_atomic
-from opensora_kedro.models.mmdit import mmdit_config
-from opensora_kedro.models.mmdit_loading import load_pretrained_mmdit
+from opensora_kedro.files import write_atomic
 from opensora_kedro.models.vae.base import VideoAutoencoder
-from opensora_kedro.models.vae.loading import load_autoencoder
 from opensora_kedro.progress import progress
 from opensora_kedro.sampling.denoiser import denoise, sampling_timesteps, seeded_noise
+from opensora_kedro.sampling.loading import GenerationModels, TextEncoders
 from opensora_kedro.sampling.prompts import add_inference_suffix
 from opensora_kedro.sampling.references import Reference, build_conditions
-from opensora_kedro.text.embedder import TextEmbedder, resolve_device, resolve_dtype
 from opensora_kedro.video.codec import encode_mp4
 
 logger = logging.getLogger(__name__)
@@ -142,18 +139,6 @@ def sample_seeds(settings: SamplingSettings, num_prompts: int, sample_index: int
 
 
 # --------------------------------------------------------------------------- text
-
-
-@dataclass
-class TextEncoders:
-    """The T5 (tokens) and CLIP (pooled vector) encoders."""
-
-    t5: TextEmbedder
-    clip: TextEmbedder
-
-    def embed(self, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
-        """``(txt [B, L, D], y [B, D'])`` on the CPU."""
-        return self.t5.encode(texts), self.clip.encode(texts)
 
 
 def final_prompts(prompts: Sequence[str], settings: SamplingSettings) -> list[str]:
@@ -385,108 +370,6 @@ def generate_samples(
         models.model, models.vae, models.image_model, models.image_vae, models.encoders,
         prompts, settings, seeds,
     )  # fmt: skip
-
-
-# --------------------------------------------------------------------------- loading
-
-
-@dataclass
-class GenerationModels:
-    """What :func:`generate` / :func:`generate_t2i2v` run on."""
-
-    model: nn.Module
-    vae: VideoAutoencoder
-    encoders: TextEncoders
-    image_model: nn.Module | None = None
-    image_vae: VideoAutoencoder | None = None
-
-
-def _check_structure(model_params: Mapping[str, Any], folder: Path) -> None:
-    """Fail clearly when the parameters describe another network than the one saved."""
-    saved_file = folder / "config.json"
-    if not saved_file.is_file():
-        return
-    saved = dataclasses.asdict(mmdit_config(json.loads(saved_file.read_text())))
-    wanted = dataclasses.asdict(mmdit_config(model_params))
-    # cond_embed / guidance_embed may differ: their missing layers start at zero (t2v -> i2v).
-    skip = {"cond_embed", "guidance_embed", "grad_ckpt_settings"}
-    diff = {k: (wanted[k], saved[k]) for k in wanted if k not in skip and wanted[k] != saved[k]}
-    if diff:
-        raise ValueError(f"model parameters differ from {saved_file} (params, saved): {diff}")
-
-
-def load_mmdit(
-    model_params: Mapping[str, Any],
-    device: torch.device | str = "cpu",
-    dtype: torch.dtype = torch.float32,
-    base_dir: str | os.PathLike | None = None,
-) -> nn.Module:
-    """An MMDiT built from ``model_params`` with the weights of ``from_pretrained`` (a folder
-    with ``model.safetensors`` [+ ``config.json``], or a ``.safetensors`` file, which may be
-    in Open-Sora / Flux format: converted while it loads, strictly; see
-    :mod:`~opensora_kedro.models.mmdit_convert`), with the LoRA adapter of ``lora_path`` (or
-    of the folder's ``lora/``) merged in."""
-    if not model_params.get("from_pretrained"):
-        raise ValueError("model.from_pretrained is not set: nothing to sample with")
-    source = resolve_path(model_params["from_pretrained"], base_dir)
-    if source.is_dir():
-        _check_structure(model_params, source)
-    lora = model_params.get("lora_path")
-    model = load_pretrained_mmdit(
-        mmdit_config(model_params), source,
-        strict=bool(model_params.get("strict_load", False)),
-        liger_rope=bool(model_params.get("use_liger_rope", True)), dtype=dtype,
-        lora_path=resolve_path(lora, base_dir) if lora else None,
-    )  # fmt: skip
-    return model.to(device).eval().requires_grad_(False)
-
-
-def load_text_encoders(
-    params: Mapping[str, Any], device: str = "cpu", base_dir: str | os.PathLike | None = None
-) -> TextEncoders:
-    """T5 and CLIP from ``params["t5"]`` / ``params["clip"]`` (``from_pretrained``,
-    ``max_length``, ``local_files_only``, ``cache_dir``) in ``params["dtype"]``."""
-
-    def load(role: str) -> TextEmbedder:
-        spec = params[role]
-        source = spec["from_pretrained"]
-        # A hub name stays as it is; a relative folder is taken from base_dir.
-        local = resolve_path(source, base_dir)
-        return TextEmbedder(
-            role,
-            local if local.is_dir() else source,
-            spec["max_length"],
-            dtype=params.get("dtype", "bf16"),
-            device=device,
-            local_files_only=spec.get("local_files_only", True),
-            cache_dir=spec.get("cache_dir"),
-        )
-
-    return TextEncoders(load("t5"), load("clip"))
-
-
-def load_generation_models(
-    params: Mapping[str, Any], device: str = "auto", base_dir: str | os.PathLike | None = None
-) -> GenerationModels:
-    """Load the models an ``inference`` parameter group names (relative paths from
-    ``base_dir``, else the working directory). Reads ``dtype``, ``model``, ``ae``, ``t5``,
-    ``clip`` and, with ``use_t2i2v``, ``img_flux`` and ``img_flux_ae``."""
-    torch_device = resolve_device(device)
-    dtype_name = params.get("dtype", "bf16")
-    dtype = resolve_dtype(dtype_name, torch_device)
-    encoders = load_text_encoders(params, str(torch_device), base_dir)
-    models = GenerationModels(
-        load_mmdit(params["model"], torch_device, dtype, base_dir),
-        load_autoencoder(params["ae"], torch_device, dtype, base_dir),
-        encoders,
-    )
-    if params.get("use_t2i2v"):
-        if not params.get("img_flux") or not params.get("img_flux_ae"):
-            raise ValueError("use_t2i2v needs img_flux and img_flux_ae")
-        models.image_model = load_mmdit(params["img_flux"], torch_device, dtype, base_dir)
-        models.image_vae = load_autoencoder(params["img_flux_ae"], torch_device, dtype, base_dir)
-    logger.info("loaded generation models on %s (%s)", torch_device, dtype)
-    return models
 
 
 # --------------------------------------------------------------------------- saving

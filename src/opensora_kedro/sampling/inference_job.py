@@ -18,10 +18,10 @@ from opensora_kedro.sampling.generate import (
     SamplingSettings,
     final_prompts,
     generate_samples,
-    load_generation_models,
     sample_seeds,
     save_sample,
 )
+from opensora_kedro.sampling.loading import load_generation_models
 from opensora_kedro.training.distributed import rank, world_size
 from opensora_kedro.training.launcher import JobSpec
 

@@ -10,7 +10,7 @@ import torch
 from opensora_kedro.config.schemas.common import AutoencoderParams
 from opensora_kedro.models.vae.loading import load_autoencoder, resolve_vae_source
 from opensora_kedro.models.vae.registry import build_vae, save_vae_weights
-from opensora_kedro.sampling import generate
+from opensora_kedro.sampling import loading
 
 SMALL = {"latent_channels": 4, "layers_per_block": 1}
 
@@ -73,4 +73,4 @@ def test_latent_channels_must_match_the_export(tmp_path):
 
 def test_from_scratch_loads_nothing_and_inference_shares_the_loader():
     assert resolve_vae_source({"type": "tiny_vae", "from_scratch": True}).weights is None
-    assert generate.load_autoencoder is load_autoencoder
+    assert loading.load_autoencoder is load_autoencoder

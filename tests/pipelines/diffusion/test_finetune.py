@@ -9,8 +9,8 @@ from safetensors.torch import load_file
 from opensora_kedro.datasets.embedding_cache import EmbeddingCacheDataset
 from opensora_kedro.datasets.model_dir import ModelDirDataset
 from opensora_kedro.datasets.run_dir import RunDirectoryDataset
+from opensora_kedro.models.mmdit_loading import load_mmdit
 from opensora_kedro.pipelines.diffusion_finetune import create_pipeline
-from opensora_kedro.sampling.generate import load_mmdit
 
 STAGE = "diffusion_finetune"
 

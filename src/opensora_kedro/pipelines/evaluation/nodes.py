@@ -21,13 +21,10 @@ from opensora_kedro.evaluation.prompt_following import (
 )
 from opensora_kedro.evaluation.report import animated_gif, contact_sheet, markdown_report
 from opensora_kedro.evaluation.vae import evaluate_reconstruction
+from opensora_kedro.models.mmdit_loading import load_mmdit
 from opensora_kedro.models.vae.loading import load_autoencoder
-from opensora_kedro.sampling.generate import (
-    SamplingSettings,
-    generate,
-    load_generation_models,
-    load_mmdit,
-)
+from opensora_kedro.sampling.generate import SamplingSettings, generate
+from opensora_kedro.sampling.loading import load_generation_models
 from opensora_kedro.sampling.prompts import resolve_motion_score
 from opensora_kedro.text.cache import EmbeddingCache
 
