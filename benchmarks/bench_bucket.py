@@ -25,7 +25,8 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from opensora_kedro.data.bucket import BucketConfig, assign_buckets  # noqa: E402
+from opensora_kedro.data.bucket import assign_buckets  # noqa: E402
+from opensora_kedro.data.bucket_config import BucketConfig  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the reference lives in tests/
 from tests.data.bucket_reference import assign_buckets_reference  # noqa: E402

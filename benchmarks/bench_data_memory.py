@@ -38,7 +38,8 @@ def process(folder: Path) -> None:
     """The data-processing steps, then print peak RSS (MiB) and seconds for the parent."""
     import pandas as pd
 
-    from opensora_kedro.data.bucket import BucketConfig, assign_buckets
+    from opensora_kedro.data.bucket import assign_buckets
+    from opensora_kedro.data.bucket_config import BucketConfig
     from opensora_kedro.data.engine import EngineSettings
     from opensora_kedro.data.filtering import FilterRules, filter_table
     from opensora_kedro.data.motion_table import score_motion

@@ -18,11 +18,10 @@ from opensora_kedro.data.bucket import (
     SKIP_REASONS,
     TOO_SHORT,
     TOO_SMALL,
-    BucketConfig,
     _table_arrays,
-    row_seed,
-    uniform,
 )
+from opensora_kedro.data.bucket_config import BucketConfig
+from opensora_kedro.data.bucket_random import row_seed, uniform
 
 
 def _reference_row(

@@ -7,16 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from opensora_kedro.data.bucket import (
-    OUTPUT_COLUMNS,
-    SKIP_REASONS,
-    BucketConfig,
-    assign_buckets,
-    row_seed,
-    row_seeds,
-    uniform,
-    uniform_array,
-)
+from opensora_kedro.data.bucket import OUTPUT_COLUMNS, SKIP_REASONS, assign_buckets
+from opensora_kedro.data.bucket_config import BucketConfig
+from opensora_kedro.data.bucket_random import row_seed, row_seeds, uniform, uniform_array
 from tests.data.bucket_reference import assign_buckets_reference, get_bucket_id
 
 NAN = float("nan")

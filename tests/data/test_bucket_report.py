@@ -1,6 +1,7 @@
 import pandas as pd
 
-from opensora_kedro.data.bucket import BucketConfig, assign_buckets
+from opensora_kedro.data.bucket import assign_buckets
+from opensora_kedro.data.bucket_config import BucketConfig
 from opensora_kedro.data.bucket_report import bucket_report, plot_bucket_report
 
 

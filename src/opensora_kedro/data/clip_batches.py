@@ -8,7 +8,8 @@ from typing import Any
 
 import pandas as pd
 
-from opensora_kedro.data.bucket import BucketConfig, assign_buckets
+from opensora_kedro.data.bucket import assign_buckets
+from opensora_kedro.data.bucket_config import BucketConfig
 from opensora_kedro.data.clip_dataset import ClipDataset, collate_clips
 from opensora_kedro.data.sampler import SampleKey, VariableShapeBatchSampler
 

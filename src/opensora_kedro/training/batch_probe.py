@@ -25,7 +25,7 @@ from typing import Any
 import torch
 import yaml
 
-from opensora_kedro.data.bucket import BucketConfig
+from opensora_kedro.data.bucket_config import BucketConfig
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import pandas as pd
 
 from opensora_kedro.captioning.vlm import CaptionSettings
-from opensora_kedro.data.bucket import BucketConfig, assign_buckets
+from opensora_kedro.data.bucket import assign_buckets
+from opensora_kedro.data.bucket_config import BucketConfig
 from opensora_kedro.data.bucket_report import bucket_report, plot_bucket_report
 from opensora_kedro.data.curation import caption_clips, score_quality
 from opensora_kedro.data.dedup import find_duplicates, hash_videos
