@@ -29,8 +29,8 @@ from opensora_kedro.text.cache import (
     EmbeddingCache,
     distinct_captions,
     plan_updates,
-    write_update,
 )
+from opensora_kedro.text.cache_writer import write_update
 from opensora_kedro.text.embedder import embed_missing, embed_plan, prepare_encoder
 from opensora_kedro.text.tiny_encoders import TinyEncoderConfig, build_tiny_encoder
 

@@ -8,7 +8,7 @@ from kedro.io import DataCatalog, DatasetError
 
 from opensora_kedro.datasets.embedding_cache import EmbeddingCacheDataset
 from opensora_kedro.hashing import caption_hash
-from opensora_kedro.text import cache as cache_module
+from opensora_kedro.text import cache_writer as cache_module
 from opensora_kedro.text.cache import CacheUpdate, EmbeddingCache, Slot
 
 SLOT = Slot("t5", "a" * 64, 4, (4, 8), "float32")

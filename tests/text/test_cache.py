@@ -16,8 +16,8 @@ from opensora_kedro.text.cache import (
     Slot,
     distinct_captions,
     plan_updates,
-    write_update,
 )
+from opensora_kedro.text.cache_writer import write_update
 from opensora_kedro.text.embedder import TextEmbedder, embed_plan
 from tests.text import CAPTIONS, build_encoders, one_torch_thread, specs
 

@@ -7,7 +7,8 @@ from typing import Any
 
 from kedro.io import AbstractDataset, DatasetError
 
-from opensora_kedro.text.cache import CacheUpdate, EmbeddingCache, Verify, write_update
+from opensora_kedro.text.cache import CacheUpdate, EmbeddingCache, Verify
+from opensora_kedro.text.cache_writer import write_update
 
 
 class EmbeddingCacheDataset(AbstractDataset[CacheUpdate, EmbeddingCache]):
