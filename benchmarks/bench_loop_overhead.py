@@ -24,7 +24,8 @@ from torch.utils.data import DataLoader
 
 from opensora_kedro.data.sampler import VariableShapeBatchSampler
 from opensora_kedro.training.distributed import process_group
-from opensora_kedro.training.loop import LoopSettings, Trainer
+from opensora_kedro.training.loop import Trainer
+from opensora_kedro.training.loop_settings import LoopSettings
 from opensora_kedro.training.tracking import MetricsLogger
 
 logger = logging.getLogger("bench_loop_overhead")

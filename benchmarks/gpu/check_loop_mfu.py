@@ -33,7 +33,8 @@ from opensora_kedro.data.sampler import VariableShapeBatchSampler  # noqa: E402
 from opensora_kedro.models.mmdit import build_mmdit  # noqa: E402
 from opensora_kedro.training import rectified_flow as rf  # noqa: E402
 from opensora_kedro.training.distributed import process_group  # noqa: E402
-from opensora_kedro.training.loop import LoopSettings, Trainer  # noqa: E402
+from opensora_kedro.training.loop import Trainer  # noqa: E402
+from opensora_kedro.training.loop_settings import LoopSettings  # noqa: E402
 from opensora_kedro.training.tracking import MetricsLogger  # noqa: E402
 
 logger = logging.getLogger("check_loop_mfu")

@@ -86,7 +86,8 @@ def test_compile_compiles_the_model_in_place(tmp_path, monkeypatch):
 def _trainer(tmp_path, fingerprint, **params):
     from pathlib import Path
 
-    from opensora_kedro.training.loop import LoopSettings, Trainer
+    from opensora_kedro.training.loop import Trainer
+    from opensora_kedro.training.loop_settings import LoopSettings
     from opensora_kedro.training.tracking import MetricsLogger
     from tests.training.toy_job import ToyTask
 
@@ -98,8 +99,8 @@ def _trainer(tmp_path, fingerprint, **params):
 
 
 def test_a_resume_on_a_changed_training_table_stops_and_says_how_to_go_on(tmp_path):
+    from opensora_kedro.training.checkpoint import TrainingDataChangedError
     from opensora_kedro.training.distributed import process_group
-    from opensora_kedro.training.loop import TrainingDataChangedError
 
     with process_group():
         _trainer(tmp_path, "table-a", max_steps=2).fit()
@@ -111,8 +112,8 @@ def test_a_resume_on_a_changed_training_table_stops_and_says_how_to_go_on(tmp_pa
 
 
 def test_a_resume_into_another_model_stops_and_says_how_to_go_on(tmp_path):
+    from opensora_kedro.training.checkpoint import CheckpointModelMismatchError
     from opensora_kedro.training.distributed import process_group
-    from opensora_kedro.training.loop import CheckpointModelMismatchError
 
     with process_group():
         _trainer(tmp_path, "table", max_steps=2).fit()
@@ -198,7 +199,7 @@ def test_mixed_precision_resumes_exactly_from_the_masters(tmp_path):
 
 
 def test_log_every_left_unset_draws_about_a_hundred_points():
-    from opensora_kedro.training.loop import effective_log_every
+    from opensora_kedro.training.loop_settings import effective_log_every
 
     assert effective_log_every({"log_every": None, "max_steps": 2000}) == 20
     assert effective_log_every({"log_every": None, "max_steps": 40}) == 1

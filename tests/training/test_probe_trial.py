@@ -9,7 +9,8 @@ import torch
 from opensora_kedro.config.resolve import resolve_parameters
 from opensora_kedro.training.batch_probe import probe_buckets
 from opensora_kedro.training.distributed import process_group
-from opensora_kedro.training.loop import LoopSettings, Trainer
+from opensora_kedro.training.loop import Trainer
+from opensora_kedro.training.loop_settings import LoopSettings
 from opensora_kedro.training.probe_trial import RandomLatentTask, stage_geometry
 from opensora_kedro.training.tracking import MetricsLogger
 from tests.config.conftest import CPU, project_layers

@@ -13,7 +13,8 @@ from torch import nn
 from opensora_kedro.data.sampler import VariableShapeBatchSampler
 from opensora_kedro.training.distributed import rank
 from opensora_kedro.training.launcher import JobSpec
-from opensora_kedro.training.loop import LoopSettings, Trainer
+from opensora_kedro.training.loop import Trainer
+from opensora_kedro.training.loop_settings import LoopSettings
 from opensora_kedro.training.tracking import MetricsLogger
 
 ROWS = 64

@@ -38,6 +38,7 @@ from typing import Any
 
 import torch
 
+from opensora_kedro.config.errors import UserConfigError
 from opensora_kedro.hashing import sha256_file as _sha256
 from opensora_kedro.training.state_io import load_state, save_state
 
@@ -307,3 +308,52 @@ def _fsync(path: Path) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
+
+
+class TrainingDataChangedError(UserConfigError):
+    """A resume would continue on another training table than the checkpoint's."""
+
+    def __init__(self, checkpoint: Path, saved: str, current: str) -> None:
+        super().__init__(
+            "the training table changed since the checkpoint this run would resume from",
+            [
+                f"{checkpoint}: table {saved[:12]}, now {current[:12]}; its sampler position "
+                "and epoch would point into a different table",
+                "start afresh: --params <group>.resume=false (earlier checkpoints are moved "
+                "aside, not deleted)",
+                "or continue anyway: --params <group>.force_resume=true",
+            ],
+        )
+
+
+class CheckpointModelMismatchError(UserConfigError):
+    """A resume would load a checkpoint of another model than the configured one."""
+
+    def __init__(self, checkpoint: Path, differences: list[str]) -> None:
+        super().__init__(
+            "the checkpoint this run would resume from holds another model than the configured one",
+            [
+                f"{checkpoint}: " + "; ".join(differences[:5])
+                + (f"; and {len(differences) - 5} more" if len(differences) > 5 else ""),
+                "the model's parameters changed since that run: start afresh with "
+                "--params <group>.resume=false (earlier checkpoints are moved aside, not deleted)",
+            ],
+        )  # fmt: skip
+
+
+def check_model_fits(checkpoint: Path, saved: dict, own: dict) -> None:
+    """Raise :class:`CheckpointModelMismatchError` when ``saved`` does not fit ``own``."""
+    missing = sorted(set(own) - set(saved))
+    unexpected = sorted(set(saved) - set(own))
+    reshaped = [
+        f"{key} {tuple(saved[key].shape)} -> {tuple(own[key].shape)}"
+        for key in sorted(set(saved) & set(own))
+        if saved[key].shape != own[key].shape
+    ]
+    differences = [
+        *(f"{len(keys)} {what} tensor(s), e.g. {keys[0]}"
+          for keys, what in ((missing, "missing"), (unexpected, "unexpected")) if keys),
+        *reshaped,
+    ]  # fmt: skip
+    if differences:
+        raise CheckpointModelMismatchError(checkpoint, differences)

@@ -23,6 +23,7 @@ from opensora_kedro.sampling.generate import decode_videos, target_size
 from opensora_kedro.sampling.references import build_conditions
 from opensora_kedro.text.cache import EmbeddingCache
 from opensora_kedro.training import rectified_flow as rf
+from opensora_kedro.training.export import train_and_export
 from opensora_kedro.training.latent_cache import (
     CachedClipDataset,
     LatentCache,
@@ -34,7 +35,7 @@ from opensora_kedro.training.latent_cache import (
     vae_fingerprint,
 )
 from opensora_kedro.training.launcher import JobSpec
-from opensora_kedro.training.loop import LoopSettings, train_and_export
+from opensora_kedro.training.loop_settings import LoopSettings
 from opensora_kedro.training.samples import fixed_rows, sample_shape, write_sample_set
 
 logger = logging.getLogger(__name__)

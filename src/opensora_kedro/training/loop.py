@@ -6,32 +6,29 @@ from __future__ import annotations
 import logging
 import resource
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-import pandas as pd
 import torch
 from colossalai.accelerator import get_accelerator
 from torch import nn
 from torch.utils.data import DataLoader
 
-from opensora_kedro.config.errors import UserConfigError
-from opensora_kedro.data.table_paths import table_fingerprint
 from opensora_kedro.models.lora import (
     adapter_state,
     add_lora,
-    base_model,
     is_lora,
     load_adapter_state,
     lora_config,
-    merged_model,
-    save_adapter,
 )
 from opensora_kedro.progress import progress
 from opensora_kedro.training import rng
 from opensora_kedro.training.booster import clips_inside_plugin, make_plugin
-from opensora_kedro.training.checkpoint import CheckpointManager
+from opensora_kedro.training.checkpoint import (
+    CheckpointManager,
+    TrainingDataChangedError,
+    check_model_fits,
+)
 from opensora_kedro.training.compat import check_precision, has_cuda, make_optimizer
 from opensora_kedro.training.distributed import rank, world_size
 from opensora_kedro.training.ema import (
@@ -41,131 +38,19 @@ from opensora_kedro.training.ema import (
     sync_ema_shards,
     update_ema,
 )
+from opensora_kedro.training.loop_settings import (
+    LoopSettings,
+    MetricsWindow,
+    Running,
+    TrainResult,
+    TrainTask,
+)
 from opensora_kedro.training.lr_schedule import WarmupLR
 from opensora_kedro.training.master_weights import load_masters, master_weights, model_state
 from opensora_kedro.training.samples import sample_folder
 from opensora_kedro.training.tracking import MetricsLogger
 
 logger = logging.getLogger(__name__)
-
-
-class TrainTask(Protocol):
-    """What a job trains: its model, its data and its loss."""
-
-    def build_model(self) -> nn.Module: ...
-
-    def build_data(self, rank: int, world_size: int) -> tuple[Any, Any, Any]:
-        """``(dataset, batch_sampler, collate_fn)``; the sampler has set_epoch/state_dict."""
-
-    def loss(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]: ...
-
-    # Optional: ``samples(model, folder) -> list[Path]`` writes the task's sample set of the
-    # current weights (see :mod:`~opensora_kedro.training.samples`).
-
-
-@dataclass(frozen=True)
-class LoopSettings:
-    """The loop's share of a training parameter group."""
-
-    seed: int
-    epochs: int
-    max_steps: int | None
-    accumulation_steps: int
-    grad_clip: float | None
-    log_every: int
-    ckpt_every: int
-    keep_n_latest: int
-    ema_decay: float | None
-    warmup_steps: int
-    dtype: str
-    plugin: str
-    plugin_config: dict
-    optim: dict
-    num_workers: int = 0
-    prefetch_factor: int | None = None
-    compile: bool = False
-    use_cosine_scheduler: bool = False
-    lora: dict | None = None
-    sample_every: int | None = None
-
-    @classmethod
-    def from_params(cls, params: dict, warmup_steps: int | None = None) -> LoopSettings:
-        """Read the settings from a validated parameter group (diffusion stage or VAE)."""
-        names = {f for f in cls.__dataclass_fields__ if f not in ("warmup_steps",)}
-        values = {name: params[name] for name in names if name in params}
-        values.setdefault("accumulation_steps", 1)
-        values["log_every"] = effective_log_every(params)
-        values["sample_every"] = (params.get("samples") or {}).get("every")
-        warmup = params.get("warmup_steps", warmup_steps or 0)
-        return cls(warmup_steps=warmup, **values)
-
-
-POINTS_PER_RUN = 100  # metric points a run logs when log_every is left to the loop
-LOG_EVERY_WITHOUT_MAX_STEPS = 10
-
-
-def effective_log_every(params: dict) -> int:
-    """``log_every``, or when unset (null) every ``max_steps / 100`` updates (at least 1) so a
-    run of any length draws a curve of about 100 points (10 without max_steps)."""
-    if params.get("log_every"):
-        return int(params["log_every"])
-    if not params.get("max_steps"):
-        return LOG_EVERY_WITHOUT_MAX_STEPS
-    return max(1, int(params["max_steps"]) // POINTS_PER_RUN)
-
-
-@dataclass
-class Running:
-    """Where the loop is: epoch, micro-batches done in it, optimizer updates done in all."""
-
-    epoch: int = 0
-    step: int = 0
-    update_step: int = 0
-
-
-@dataclass
-class MetricsWindow:
-    """What the loop measured since its last metrics line. A task's loss parts are averaged
-    per micro-batch, except ``tokens`` (a count), which becomes ``tokens_per_s``."""
-
-    losses: list[float] = field(default_factory=list)
-    parts: dict[str, float] = field(default_factory=dict)
-    samples: int = 0
-    tokens: int = 0
-    started: float = field(default_factory=time.perf_counter)
-
-    def add(self, loss: float, parts: dict[str, float], samples: int) -> None:
-        """One micro-batch's loss, its parts and its number of samples."""
-        self.losses.append(loss)
-        self.samples += samples
-        for name, value in parts.items():
-            if name == "tokens":
-                self.tokens += int(value)
-            else:
-                self.parts[name] = self.parts.get(name, 0.0) + float(value)
-
-    def mean_loss(self) -> float:
-        """The mean loss of the window's micro-batches."""
-        return sum(self.losses) / max(len(self.losses), 1)
-
-    def metrics(self) -> dict[str, float]:
-        """Loss, its parts, samples/s and (when counted) tokens/s."""
-        elapsed = max(time.perf_counter() - self.started, 1e-9)
-        count = max(len(self.losses), 1)
-        found = {"loss": self.mean_loss(), "samples_per_s": self.samples / elapsed}
-        found.update({name: total / count for name, total in self.parts.items()})
-        if self.tokens:
-            found["tokens_per_s"] = self.tokens / elapsed
-        return found
-
-
-@dataclass
-class TrainResult:
-    """What a finished (or resumed and finished) run leaves behind."""
-
-    checkpoint: str | None
-    update_steps: int
-    history: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _to_device(batch: Any, device: torch.device) -> Any:
@@ -337,7 +222,7 @@ class Trainer:
         if is_lora(self.module):  # the base weights came from from_pretrained again
             load_adapter_state(self.module, state["model"])
         else:
-            _check_model_fits(latest, state["model"], self.module.state_dict())
+            check_model_fits(latest, state["model"], self.module.state_dict())
             self.module.load_state_dict(state["model"])
         if self.masters and not is_lora(self.module):
             load_masters(self.masters, state["model"])  # fp32, not rounded via the weights
@@ -516,100 +401,3 @@ class Trainer:
         return TrainResult(
             str(last_saved) if last_saved else None, running.update_step, self.metrics.history
         )
-
-
-class TrainingDataChangedError(UserConfigError):
-    """A resume would continue on another training table than the checkpoint's."""
-
-    def __init__(self, checkpoint: Path, saved: str, current: str) -> None:
-        super().__init__(
-            "the training table changed since the checkpoint this run would resume from",
-            [
-                f"{checkpoint}: table {saved[:12]}, now {current[:12]}; its sampler position "
-                "and epoch would point into a different table",
-                "start afresh: --params <group>.resume=false (earlier checkpoints are moved "
-                "aside, not deleted)",
-                "or continue anyway: --params <group>.force_resume=true",
-            ],
-        )
-
-
-class CheckpointModelMismatchError(UserConfigError):
-    """A resume would load a checkpoint of another model than the configured one."""
-
-    def __init__(self, checkpoint: Path, differences: list[str]) -> None:
-        super().__init__(
-            "the checkpoint this run would resume from holds another model than the configured one",
-            [
-                f"{checkpoint}: " + "; ".join(differences[:5])
-                + (f"; and {len(differences) - 5} more" if len(differences) > 5 else ""),
-                "the model's parameters changed since that run: start afresh with "
-                "--params <group>.resume=false (earlier checkpoints are moved aside, not deleted)",
-            ],
-        )  # fmt: skip
-
-
-def _check_model_fits(checkpoint: Path, saved: dict, own: dict) -> None:
-    """Raise :class:`CheckpointModelMismatchError` when ``saved`` does not fit ``own``."""
-    missing = sorted(set(own) - set(saved))
-    unexpected = sorted(set(saved) - set(own))
-    reshaped = [
-        f"{key} {tuple(saved[key].shape)} -> {tuple(own[key].shape)}"
-        for key in sorted(set(saved) & set(own))
-        if saved[key].shape != own[key].shape
-    ]
-    differences = [
-        *(f"{len(keys)} {what} tensor(s), e.g. {keys[0]}"
-          for keys, what in ((missing, "missing"), (unexpected, "unexpected")) if keys),
-        *reshaped,
-    ]  # fmt: skip
-    if differences:
-        raise CheckpointModelMismatchError(checkpoint, differences)
-
-
-def train_and_export(
-    task: TrainTask, settings: LoopSettings, spec: Any, metrics_prefix: str, policy: Any = None
-) -> dict:
-    """What every job does with its task: train (resuming unless told not to), then rank 0
-    exports the weights (the EMA copy when kept) as ``export/model.safetensors`` (under LoRA
-    also ``export/lora/``: see :func:`_export_lora`). ``policy``:
-    the shardformer policy for the hybrid plugin (see :func:`~.booster.make_plugin`)."""
-    from safetensors.torch import save_file
-
-    metrics = MetricsLogger(
-        spec.mlflow_tracking_uri, spec.mlflow_run_id, metrics_prefix, rank() == 0
-    )
-    trainer = Trainer(task, settings, Path(spec.output_dir), metrics, policy)
-    table = spec.inputs.get("training_table")
-    if table:
-        trainer.data_fingerprint = table_fingerprint(pd.read_parquet(table))
-    if spec.resume:
-        trainer.resume(force=spec.params.get("force_resume", False))
-    else:
-        trainer.discard_checkpoints()
-    result = trainer.fit()  # ends with a checkpoint: the EMA is whole on every rank
-    export = Path(spec.output_dir) / "export"
-    adapter = None
-    lora = is_lora(trainer.module)
-    weights = None if trainer.ema is not None or lora else trainer.model_state()  # collective
-    if rank() == 0:
-        model = trainer.ema if trainer.ema is not None else trainer.module
-        export.mkdir(parents=True, exist_ok=True)
-        if lora:
-            model, adapter = _export_lora(model, export, settings.lora)
-        state = weights if weights is not None else model.state_dict()
-        state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
-        save_file(state, str(export / "model.safetensors"))
-    return {"checkpoint": result.checkpoint, "export": str(export), "lora": adapter,
-            "update_steps": result.update_steps, "history": result.history}  # fmt: skip
-
-
-def _export_lora(model: nn.Module, export: Path, lora: dict) -> tuple[nn.Module, str | None]:
-    """Write the adapters to ``export/lora`` (safetensors); return the weights to export
-    (merged, or the base) and the adapter folder that goes with them (None once merged)."""
-    folder = save_adapter(model, export / "lora")
-    if lora.get("merge"):
-        logger.info("LoRA: exporting merged weights (adapters also in %s)", folder)
-        return merged_model(model), None
-    logger.info("LoRA: exporting the base weights with the adapters in %s", folder)
-    return base_model(model), str(folder)

@@ -23,7 +23,8 @@ from opensora_kedro.models.mmdit import build_mmdit
 from opensora_kedro.models.vae.loading import autoencoder_structure
 from opensora_kedro.training import rectified_flow as rf
 from opensora_kedro.training.batch_probe import LatentGeometry, ProbeBucket
-from opensora_kedro.training.loop import LoopSettings, Trainer
+from opensora_kedro.training.loop import Trainer
+from opensora_kedro.training.loop_settings import LoopSettings
 from opensora_kedro.training.tracking import MetricsLogger
 
 logger = logging.getLogger(__name__)

@@ -15,8 +15,9 @@ from opensora_kedro.data.clip_dataset import ClipDataset
 from opensora_kedro.models.vae.losses import VAELoss
 from opensora_kedro.models.vae.registry import build_vae, load_vae_weights
 from opensora_kedro.training.distributed import rank
+from opensora_kedro.training.export import train_and_export
 from opensora_kedro.training.launcher import JobSpec
-from opensora_kedro.training.loop import LoopSettings, train_and_export
+from opensora_kedro.training.loop_settings import LoopSettings
 from opensora_kedro.training.samples import fixed_rows, write_sample_set
 
 logger = logging.getLogger(__name__)
