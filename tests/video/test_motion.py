@@ -15,10 +15,6 @@ from opensora_kedro.video.motion import (
     INTEGER_TAPS,
     MotionAccumulator,
     MotionConfig,
-    blur_float,
-    blur_integer,
-    clip_score,
-    frame_motion,
     iter_luma,
     mirror_index,
     motion2_from_motion,
@@ -26,6 +22,7 @@ from opensora_kedro.video.motion import (
     motion_score,
 )
 from tests.conftest import gradient_frames, write_audio, write_video
+from tests.video.motion_reference import blur_float, blur_integer, clip_score, frame_motion
 
 try:  # the dev extra's static ffmpeg with libvmaf: clips and the reference scores
     import imageio_ffmpeg
