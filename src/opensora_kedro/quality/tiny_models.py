@@ -87,3 +87,17 @@ def build_tiny_aesthetic_head(embed_dim: int, path: str | Path, seed: int = 0) -
     write_atomic(path, save(state, metadata={"format": "pt"}))
     logger.info("built tiny aesthetic head (input %d) in %s", embed_dim, path)
     return path
+
+
+def build_missing_tiny_models(
+    clip_model: str | Path, aesthetic_head: str | Path | None, captions: Iterable[str]
+) -> None:
+    """The embedded default's random CLIP (tokenizer from ``captions``) and aesthetic head,
+    each built only where missing: scores are recorded, not judged."""
+    if not Path(clip_model).exists():
+        build_tiny_clip(captions, clip_model)
+    if aesthetic_head and not Path(aesthetic_head).exists():
+        from transformers import CLIPConfig
+
+        dim = CLIPConfig.from_pretrained(clip_model, local_files_only=True).projection_dim
+        build_tiny_aesthetic_head(dim, aesthetic_head)

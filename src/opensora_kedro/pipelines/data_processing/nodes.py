@@ -22,7 +22,7 @@ from opensora_kedro.data.training_table import build_training_table
 from opensora_kedro.data.video_folder import VideoFolder
 from opensora_kedro.data.video_table import REJECT_COLUMNS, build_video_table
 from opensora_kedro.quality.clip_scores import QualitySettings
-from opensora_kedro.quality.tiny_models import build_tiny_aesthetic_head, build_tiny_clip
+from opensora_kedro.quality.tiny_models import build_missing_tiny_models
 from opensora_kedro.video.motion import MotionConfig
 from opensora_kedro.video.shots import ShotSettings
 
@@ -97,7 +97,8 @@ def split_shots(
 def hash_clips(
     meta: pd.DataFrame, previous: pd.DataFrame, params: dict, engine: str, ray: dict, journals: str
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Frame hashes of every clip (unchanged clips keep their last ones) and the failures."""
+    """Frame hashes (or CLIP embeddings, ``method: clip``) of every clip (unchanged clips keep
+    their last ones) and the failures."""
     if not params["enabled"]:
         return pd.DataFrame(columns=["path"]), pd.DataFrame(columns=REJECT_COLUMNS)
     run_on, journal = _engine(engine, ray, params), _journal(journals, "dedup", params)
@@ -153,7 +154,8 @@ def score_clip_quality(
     if not params["enabled"]:
         return score_quality(clips, None)
     if params["build_if_missing"]:
-        _build_tiny_quality_models(params, clips["text"].dropna().tolist())
+        captions = clips["text"].dropna().tolist()
+        build_missing_tiny_models(params["clip_model"], params["aesthetic_head"], captions)
     settings = QualitySettings(
         **{k: params[k] for k in ("clip_model", "aesthetic_head", "frames", "batch_size",
                                   "device")}
@@ -162,18 +164,6 @@ def score_clip_quality(
         clips, settings, _engine(engine, ray, params), previous,
         _journal(journals, "quality", params),
     )  # fmt: skip
-
-
-def _build_tiny_quality_models(params: dict, captions: list[str]) -> None:
-    """The embedded default's random CLIP and aesthetic head (scores recorded, not judged)."""
-    clip = Path(params["clip_model"])
-    if not clip.exists():
-        build_tiny_clip(captions, clip)
-    head = params["aesthetic_head"]
-    if head and not Path(head).exists():
-        from transformers import CLIPConfig
-
-        build_tiny_aesthetic_head(CLIPConfig.from_pretrained(clip).projection_dim, head)
 
 
 def filter_videos(
