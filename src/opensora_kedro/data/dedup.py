@@ -20,8 +20,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from opensora_kedro.data.engine import LOCAL_ENGINE, EngineSettings, Journal, PerClip, run_stage
-from opensora_kedro.data.video_table import FILE_KEY, REJECT_COLUMNS, reusable_rows
+from opensora_kedro.data.cached_stage import run_cached_stage
+from opensora_kedro.data.engine import LOCAL_ENGINE, EngineSettings, Journal, PerClip
+from opensora_kedro.data.video_table import FILE_KEY, REJECT_COLUMNS
 from opensora_kedro.video.decode import iter_frames
 
 logger = logging.getLogger(__name__)
@@ -85,21 +86,10 @@ def hash_videos(
     """``(hashes, rejected)``: the frame hashes of every clip of ``meta`` (unchanged files keep
     those of ``previous`` when hashed with as many frames), and the clips that failed."""
     columns = hash_columns(frames)
-    if previous is not None and not set(columns) <= set(previous.columns):
-        previous = None
-    known = reusable_rows(meta[["path", *FILE_KEY]], previous, columns)
-    todo = meta[~meta["path"].isin(known["path"])]
-    rows = todo[["path", "num_frames", *FILE_KEY]].to_dict("records")
     stage = PerClip(partial(_hash_row, frames=frames))
-    rows = run_stage(stage, rows, engine, "frame hashes", journal)
-    failed = pd.DataFrame([r for r in rows if "reason" in r], columns=["path", "reason", "detail"])
-    fresh = pd.DataFrame([r for r in rows if "reason" not in r], columns=["path", *columns])
-    fresh = fresh.merge(todo[["path", *FILE_KEY]])
-    hashes = pd.concat([known, fresh], ignore_index=True)[["path", *FILE_KEY, *columns]]
-    hashes = hashes.astype(dict.fromkeys([*FILE_KEY, *columns], "int64"))
-    logger.info("frame hashes: %d computed, %d unchanged, %d failed", len(fresh), len(known),
-                len(failed))  # fmt: skip
-    return hashes, failed.assign(stage="dedup")[REJECT_COLUMNS]
+    hashes, rejected = run_cached_stage(meta, stage, "dedup", columns, f"dhash, {frames} frames",
+                                        previous, engine, journal)  # fmt: skip
+    return hashes.astype(dict.fromkeys([*FILE_KEY, *columns], "int64")), rejected
 
 
 def near_pairs(codes: np.ndarray, max_distance: int) -> tuple[np.ndarray, int]:

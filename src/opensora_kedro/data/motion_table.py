@@ -7,13 +7,11 @@ from functools import partial
 
 import pandas as pd
 
-from opensora_kedro.data.engine import LOCAL_ENGINE, EngineSettings, Journal, PerClip, run_stage
-from opensora_kedro.data.video_table import FILE_KEY, reusable_rows
+from opensora_kedro.data.cached_stage import run_cached_stage
+from opensora_kedro.data.engine import LOCAL_ENGINE, EngineSettings, Journal, PerClip
 from opensora_kedro.video.motion import MotionConfig, motion_score
 
 logger = logging.getLogger(__name__)
-
-SCORE_COLUMNS = ["path", *FILE_KEY, "score_vmafmotion", "motion_variant"]
 
 
 def _score_row(row: dict, config: MotionConfig) -> dict:
@@ -40,29 +38,9 @@ def score_motion(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``(scores, rejected)``: ``path, file_size, file_mtime_ns, score_vmafmotion`` for every
     clip of ``meta``, and the clips whose full decode failed. Clips unchanged since
-    ``previous`` (the last scores) keep their score if it was computed the same way."""
+    ``previous`` (the last scores) keep their score if it was computed the same way
+    (``motion_settings``: the variant and libvmaf's edge rule)."""
     variant = f"{config.variant}, libvmaf {config.edge_rule} edges"
-    if previous is not None and "motion_variant" in previous:
-        previous = previous[previous["motion_variant"] == variant]
-    known = reusable_rows(meta[["path", *FILE_KEY]], previous, ["score_vmafmotion"])
-    todo = meta[~meta["path"].isin(known["path"])]
-    rows = run_stage(
-        PerClip(partial(_score_row, config=config)),
-        todo[["path", "num_frames", *FILE_KEY]].to_dict("records"),
-        engine,
-        "motion scores",
-        journal,
-    )
-    failed = pd.DataFrame(
-        [row for row in rows if "reason" in row], columns=["path", "reason", "detail"]
-    )
-    fresh = pd.DataFrame(
-        [row for row in rows if "reason" not in row], columns=["path", "score_vmafmotion"]
-    )
-    fresh = fresh.merge(todo[["path", *FILE_KEY]], on="path")
-    scores = pd.concat([known, fresh], ignore_index=True).assign(motion_variant=variant)
-    scores = scores[SCORE_COLUMNS]
-    logger.info(
-        "motion scores: %d computed, %d unchanged, %d failed", len(fresh), len(known), len(failed)
-    )
-    return scores, failed.assign(stage="motion")[["path", "stage", "reason", "detail"]]
+    stage = PerClip(partial(_score_row, config=config))
+    return run_cached_stage(meta, stage, "motion", ["score_vmafmotion"], variant, previous,
+                            engine, journal)  # fmt: skip
