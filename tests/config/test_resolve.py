@@ -6,6 +6,7 @@ from opensora_kedro.config.errors import ConfigError
 from opensora_kedro.config.hardware import Hardware
 from opensora_kedro.config.resolve import resolve_parameters
 from tests.config.conftest import CPU, project_layers
+from tests.training import toy_job
 
 
 def _frames(start, stop, entry):
@@ -217,7 +218,7 @@ def test_resume_can_be_switched_off_for_a_diffusion_stage(tmp_path):
     resolved = resolve_parameters(project_layers("local", params), CPU).params
     assert resolved["diffusion_stage1"]["resume"] is False
     assert resolved["diffusion_stage2"]["resume"] is True  # a sibling keeps the default
-    spec = make_job_spec("m:f", resolved["diffusion_stage1"], str(tmp_path), pd.DataFrame())
+    spec = make_job_spec(toy_job.run, resolved["diffusion_stage1"], str(tmp_path), pd.DataFrame())
     assert spec.resume is False  # what the training loop reads to start afresh
 
 

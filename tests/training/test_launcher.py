@@ -4,8 +4,9 @@ import os
 
 import pytest
 
-from opensora_kedro.training.launcher import JobSpec, launch
+from opensora_kedro.training.launcher import JobSpec, entry_point, launch, resolve_entry
 from tests.conftest import PROJECT_ROOT
+from tests.training import toy_job
 from tests.training.test_loop import PARAMS
 
 LAUNCHER = {
@@ -117,3 +118,14 @@ def test_gpu_plugins_train_and_resume(tmp_path, plugin, config):
     model, ema = (load_file(str(saved / f"{part}.safetensors")) for part in ("model", "ema"))
     assert all(t.dtype == torch.float32 for t in model.values())  # ZeRO's masters, gathered
     assert model.keys() == ema.keys()
+
+
+def test_an_entry_point_is_checked_to_lead_back_to_its_function():
+    assert entry_point(toy_job.run) == "tests.training.toy_job:run"
+    assert resolve_entry(entry_point(toy_job.run)) is toy_job.run
+
+    def nested(spec):  # a worker could not import it
+        return {}
+
+    with pytest.raises(ValueError, match="module-level function"):
+        entry_point(nested)

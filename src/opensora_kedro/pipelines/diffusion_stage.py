@@ -15,6 +15,7 @@ from kedro.pipeline import Node, Pipeline
 
 from opensora_kedro.data.clip_batches import split_holdout
 from opensora_kedro.text.cache import EmbeddingCache
+from opensora_kedro.training import diffusion_job
 from opensora_kedro.training.launcher import launch, make_job_spec
 
 logger = logging.getLogger(__name__)
@@ -45,9 +46,7 @@ def train_stage(
     resumes from ``run_dir``'s checkpoints. Returns the export for ``<stage>.model``."""
     # The clips the evaluation pipeline measures the loss on are never trained on.
     train, _ = split_holdout(table, params["eval"]["holdout_fraction"])
-    spec = make_job_spec(
-        "opensora_kedro.training.diffusion_job:run", {**params, "name": stage}, run_dir, train
-    )
+    spec = make_job_spec(diffusion_job.run, {**params, "name": stage}, run_dir, train)
     spec.inputs.update(text_embeddings=str(text.root), vae_model=vae_model)
     if parent_model:
         spec.inputs["parent_model"] = parent_model

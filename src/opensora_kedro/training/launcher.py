@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,7 @@ _SHELL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # what bash can export
 class JobSpec:
     """Everything a job needs, and nothing that lives only in the Kedro process."""
 
-    entry: str  # "module:function", called as function(spec) on every rank
+    entry: str  # "module:function" (see entry_point), called as function(spec) on every rank
     params: dict[str, Any]  # the job's resolved parameter group
     output_dir: str  # checkpoints, the job's own files
     inputs: dict[str, str] = field(default_factory=dict)  # dataset name -> path
@@ -56,7 +56,33 @@ class JobSpec:
         return Path(self.output_dir) / "job"
 
 
-def make_job_spec(entry: str, params: dict, run_dir: str, table: pd.DataFrame) -> JobSpec:
+Entry = Callable[[JobSpec], dict]
+
+
+def entry_point(function: Entry) -> str:
+    """The ``module:function`` name a worker imports to run ``function``, checked now (not on
+    the workers) to lead back to that very function.
+
+    Raises:
+        ValueError: ``function`` is not a module-level function a worker can import.
+    """
+    name = f"{function.__module__}:{function.__qualname__}"
+    try:
+        found = resolve_entry(name)
+    except (ImportError, AttributeError):
+        found = None
+    if found is not function:
+        raise ValueError(f"{name}: a job's entry must be a module-level function")
+    return name
+
+
+def resolve_entry(name: str) -> Entry:
+    """The function an :func:`entry_point` name stands for."""
+    module, _, function = name.partition(":")
+    return getattr(importlib.import_module(module), function)
+
+
+def make_job_spec(entry: Entry, params: dict, run_dir: str, table: pd.DataFrame) -> JobSpec:
     """A job spec for ``entry``: the table is handed to the workers as a file in the run folder."""
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
@@ -64,7 +90,7 @@ def make_job_spec(entry: str, params: dict, run_dir: str, table: pd.DataFrame) -
     table.to_parquet(table_path)
     active = mlflow.active_run()  # kedro-mlflow's run: the job logs its steps into it
     return JobSpec(
-        entry=entry,
+        entry=entry_point(entry),
         params=params,
         output_dir=str(run),
         inputs={"training_table": str(table_path)},
@@ -78,8 +104,7 @@ def run_job(spec: JobSpec) -> dict[str, Any]:
     """Run ``spec.entry`` in this process's process group (made if missing); rank 0's result."""
     from opensora_kedro.training.distributed import process_group, rank
 
-    module, _, function = spec.entry.partition(":")
-    entry = getattr(importlib.import_module(module), function)
+    entry = resolve_entry(spec.entry)
     with process_group(spec.backend):
         if rank() == 0:
             spec.job_dir.mkdir(parents=True, exist_ok=True)

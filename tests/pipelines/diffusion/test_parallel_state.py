@@ -8,6 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 from opensora_kedro.data.clip_batches import split_holdout
+from opensora_kedro.training import diffusion_job
 from opensora_kedro.training.launcher import launch, make_job_spec
 
 STAGE = "diffusion_stage1"
@@ -26,7 +27,7 @@ def _train(chain, name: str, launcher: dict, **params) -> dict:
     settings = {"max_steps": 3, "ckpt_every": 1, "use_cosine_scheduler": False, **params}
     stage = chain.params({STAGE: settings, **world})[STAGE]
     train, _ = split_holdout(chain.table, stage["eval"]["holdout_fraction"])
-    spec = make_job_spec("opensora_kedro.training.diffusion_job:run", {**stage, "name": STAGE},
+    spec = make_job_spec(diffusion_job.run, {**stage, "name": STAGE},
                          str(chain.root / name), train)  # fmt: skip
     spec.inputs.update(text_embeddings=str(chain.root / "text_embeddings"),
                        vae_model=str(chain.root / "vae"))  # fmt: skip

@@ -8,9 +8,10 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 
+from opensora_kedro.sampling import inference_job
 from opensora_kedro.sampling.inference_job import SAMPLE_COLUMNS, sample_plan
 from opensora_kedro.sampling.prompts import resolve_motion_score
-from opensora_kedro.training.launcher import JobSpec, launch
+from opensora_kedro.training.launcher import JobSpec, entry_point, launch
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ def generate_videos(
     plan.to_parquet(job_dir / "plan.parquet")
     active = mlflow.active_run()
     spec = JobSpec(
-        entry="opensora_kedro.sampling.inference_job:run",
+        entry=entry_point(inference_job.run),
         params=params,
         output_dir=str(job_dir),
         inputs={"plan": str(job_dir / "plan.parquet"), "out_dir": str(out_dir)},

@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from opensora_kedro.evaluation.vae import evaluate_reconstruction
+from opensora_kedro.training import vae_job
 from opensora_kedro.training.launcher import launch, make_job_spec
 
 logger = logging.getLogger(__name__)
@@ -15,9 +16,7 @@ logger = logging.getLogger(__name__)
 
 def train_vae(table: pd.DataFrame, params: dict, launcher: dict, run_dir: str) -> dict:
     """Train the autoencoder through the launcher; resumes from ``run_dir``'s checkpoints."""
-    result = launch(
-        make_job_spec("opensora_kedro.training.vae_job:run", params, run_dir, table), launcher
-    )
+    result = launch(make_job_spec(vae_job.run, params, run_dir, table), launcher)
     logger.info("VAE: %d updates, last checkpoint %s", result["update_steps"], result["checkpoint"])
     config = dict(params["model"]["config"])
     if "latent" in result:  # scale the exported latent to unit variance for diffusion
