@@ -13,20 +13,20 @@ import tempfile
 import time
 from pathlib import Path
 
+from opensora_kedro.captioning.params import CaptioningParams
 from opensora_kedro.captioning.tiny_vlm import build_tiny_vlm
-from opensora_kedro.captioning.vlm import CaptionSettings
+from opensora_kedro.config.schemas.data import DemoDataParams
 from opensora_kedro.data.curation import caption_clips, score_quality
 from opensora_kedro.data.dedup import hash_videos
 from opensora_kedro.data.engine import EngineSettings
 from opensora_kedro.data.motion_table import score_motion
+from opensora_kedro.data.params import MotionParams, ShotParams
+from opensora_kedro.data.scan import build_video_table
 from opensora_kedro.data.shot_table import split_videos
-from opensora_kedro.data.video_table import build_video_table
 from opensora_kedro.datasets.video_folder import VideoFolderDataset
 from opensora_kedro.pipelines.demo_data.nodes import plan_clips, render_clips
-from opensora_kedro.quality.clip_scores import QualitySettings
+from opensora_kedro.quality.params import QualityParams
 from opensora_kedro.quality.tiny_models import build_tiny_aesthetic_head, build_tiny_clip
-from opensora_kedro.video.motion import MotionConfig
-from opensora_kedro.video.shots import ShotSettings
 
 logger = logging.getLogger("bench_curation")
 
@@ -48,7 +48,7 @@ def main() -> None:
         plan = {"num_clips": args.videos - multishot, "num_images": 0, "sizes": [[256, 144]],
                 "fps": [24], "lengths": [args.frames], "seed": 0,
                 "multishot": shot_plan}  # fmt: skip
-        files, captions = render_clips(plan_clips(plan), crf=20)
+        files, captions = render_clips(plan_clips(DemoDataParams.model_validate(plan)), crf=20)
         dataset = VideoFolderDataset(str(tmp / "videos"))
         dataset.save(files)
         folder = dataset.load()
@@ -62,20 +62,20 @@ def main() -> None:
 
         meta, _ = timed("scan (probe)", len(folder.files), build_video_table, folder, captions,
                         engine)  # fmt: skip
-        shots = ShotSettings(detector="adaptive", min_seconds=None, min_scene_frames=6)
+        shots = ShotParams(detector="adaptive", min_seconds=None, min_scene_frames=6)
         _, clips, _ = timed("shots (detect + cut)", len(meta), split_videos, meta, folder.root,
-                            shots, tmp / "shots", False, engine)  # fmt: skip
+                            shots, tmp / "shots", engine)  # fmt: skip
         timed("dedup hashes", len(clips), hash_videos, clips, 4, engine)
-        timed("motion score", len(clips), score_motion, clips, MotionConfig(), engine)
+        timed("motion score", len(clips), score_motion, clips, MotionParams(), engine)
         texts = captions["text"].tolist()
         vlm = build_tiny_vlm(tmp / "vlm", captions=texts)
-        settings = CaptionSettings(model=str(vlm), max_new_tokens=20)
+        settings = CaptioningParams(enabled=True, model=str(vlm), max_new_tokens=20)
         uncaptioned = int(clips["text"].isna().sum())
         captioned, _, _ = timed("captions (tiny VLM, 20 tokens)", uncaptioned, caption_clips,
-                                clips, settings, False, engine)  # fmt: skip
+                                clips, settings, engine)  # fmt: skip
         clip = build_tiny_clip(texts, tmp / "clip")
         head = build_tiny_aesthetic_head(32, tmp / "head.safetensors")
-        quality = QualitySettings(clip_model=str(clip), aesthetic_head=str(head))
+        quality = QualityParams(clip_model=str(clip), aesthetic_head=str(head))
         timed("quality (tiny CLIP + head)", len(captioned), score_quality, captioned, quality,
               engine)  # fmt: skip
     logger.info("%d videos (%d of 3 shots), 256x144, %d frames each:", args.videos, multishot,

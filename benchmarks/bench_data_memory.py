@@ -26,10 +26,12 @@ DEMO = {
 
 def render(folder: Path, clips: int) -> None:
     """Write ``clips`` demo clips and their captions under ``folder``."""
+    from opensora_kedro.config.schemas.data import DemoDataParams
     from opensora_kedro.datasets.video_folder import VideoFolderDataset
     from opensora_kedro.pipelines.demo_data.nodes import plan_clips, render_clips
 
-    files, captions = render_clips(plan_clips({**DEMO, "num_clips": clips}), crf=20)
+    params = DemoDataParams.model_validate({**DEMO, "num_clips": clips})
+    files, captions = render_clips(plan_clips(params), crf=20)
     VideoFolderDataset(str(folder / "videos")).save(files)
     captions.to_csv(folder / "captions.csv", index=False)
 
@@ -41,20 +43,20 @@ def process(folder: Path) -> None:
     from opensora_kedro.data.bucket import assign_buckets
     from opensora_kedro.data.bucket_config import BucketConfig
     from opensora_kedro.data.engine import EngineSettings
-    from opensora_kedro.data.filtering import FilterRules, filter_table
+    from opensora_kedro.data.filtering import filter_table
     from opensora_kedro.data.motion_table import score_motion
+    from opensora_kedro.data.params import FilterParams, MotionParams
+    from opensora_kedro.data.scan import build_video_table
     from opensora_kedro.data.training_table import build_training_table
-    from opensora_kedro.data.video_table import build_video_table
     from opensora_kedro.datasets.video_folder import VideoFolderDataset
-    from opensora_kedro.video.motion import MotionConfig
 
     started = time.perf_counter()
     videos = VideoFolderDataset(str(folder / "videos")).load()
     engine = EngineSettings(workers=2)
     meta, _ = build_video_table(videos, pd.read_csv(folder / "captions.csv"), engine)
-    scores, _ = score_motion(meta, MotionConfig(), engine)
+    scores, _ = score_motion(meta, MotionParams(), engine)
     table, _ = filter_table(
-        meta.merge(scores, on=["path", "file_size", "file_mtime_ns"]), FilterRules()
+        meta.merge(scores, on=["path", "file_size", "file_mtime_ns"]), FilterParams()
     )
     table = build_training_table(table, fps_max=24, vmaf=True)
     config = BucketConfig.from_dict({"96px": {1: (1.0, 8), 9: (1.0, 4), 17: (1.0, 2)}})

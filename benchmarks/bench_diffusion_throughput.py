@@ -16,9 +16,9 @@ from functools import partial
 
 import torch
 
+from opensora_kedro.diffusion import rectified_flow as rf
 from opensora_kedro.models.mmdit import build_mmdit
 from opensora_kedro.models.vae.registry import build_vae
-from opensora_kedro.training import rectified_flow as rf
 
 logger = logging.getLogger("bench_diffusion_throughput")
 # (batch, frames, height, width) of conf/local's 96px buckets (1, 9, 17 frames), 16:9 shape

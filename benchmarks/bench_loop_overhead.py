@@ -23,10 +23,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from opensora_kedro.data.sampler import VariableShapeBatchSampler
-from opensora_kedro.training.distributed import process_group
+from opensora_kedro.runtime.distributed import process_group
+from opensora_kedro.runtime.tracking import MetricsLogger
 from opensora_kedro.training.loop import Trainer
-from opensora_kedro.training.loop_settings import LoopSettings
-from opensora_kedro.training.tracking import MetricsLogger
+from opensora_kedro.training.params import LoopParams
 
 logger = logging.getLogger("bench_loop_overhead")
 WIDTH, BATCH, ROWS = 512, 64, 64 * 50
@@ -90,10 +90,10 @@ def bare(steps: int) -> float:
 
 
 def ours(steps: int) -> float:
-    settings = LoopSettings(
+    settings = LoopParams(
         seed=0, epochs=10_000, max_steps=steps, accumulation_steps=1, grad_clip=None,
-        log_every=10, ckpt_every=10**9, keep_n_latest=1, ema_decay=None, warmup_steps=0,
-        dtype="fp32", plugin="ddp", plugin_config={}, num_workers=0,
+        log_every=10, ckpt_every=10**9, keep_n_latest=1, ema_decay=None,
+        dtype="fp32", plugin="ddp", plugin_config={}, num_workers=0, dataset={}, bucket_config={},
         optim={"cls": "AdamW", "lr": 1e-4, "eps": 1e-8, "weight_decay": 0.01, "adamw_mode": True,
                "betas": (0.9, 0.999)},
     )  # fmt: skip

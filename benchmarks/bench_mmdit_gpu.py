@@ -22,8 +22,8 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from opensora_kedro.diffusion import rectified_flow as rf
 from opensora_kedro.models.mmdit import build_mmdit
-from opensora_kedro.training import rectified_flow as rf
 
 logger = logging.getLogger("bench_mmdit_gpu")
 

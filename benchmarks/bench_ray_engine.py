@@ -15,8 +15,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from opensora_kedro.config.schemas.data import DemoDataParams
 from opensora_kedro.data.engine import EngineSettings, PerClip, run_stage
 from opensora_kedro.data.motion_table import _score_row
+from opensora_kedro.data.params import RayParams
 from opensora_kedro.datasets.video_folder import VideoFolderDataset
 from opensora_kedro.pipelines.demo_data.nodes import plan_clips, render_clips
 from opensora_kedro.video.motion import MotionConfig
@@ -48,7 +50,7 @@ def main() -> None:
         size = [int(side) for side in args.size.split("x")]
         plan = {"num_clips": args.clips, "num_images": 0, "sizes": [size], "fps": [24],
                 "lengths": [args.frames], "seed": 0}  # fmt: skip
-        files, _ = render_clips(plan_clips(plan), crf=20)
+        files, _ = render_clips(plan_clips(DemoDataParams.model_validate(plan)), crf=20)
         dataset = VideoFolderDataset(str(Path(tmp) / "videos"))
         dataset.save(files)
         paths = [str(dataset.load().path(rel)) for rel in sorted(files)]
@@ -61,15 +63,15 @@ def main() -> None:
         from opensora_kedro.data.ray_engine import connect
 
         started = time.perf_counter()
-        connect(EngineSettings(kind="ray", workers=2))
+        connect(RayParams(workers=2))
         logger.info("Ray start (local instance, 2 CPUs): %.1f s", time.perf_counter() - started)
-        _timed(stage, rows[:4], EngineSettings(kind="ray", workers=2))  # workers warm
+        _timed(stage, rows[:4], EngineSettings(ray=RayParams(workers=2)))  # workers warm
         timings = {}
         for label, engine in [
             ("local, 1 thread", EngineSettings(workers=1)),
             ("local, 2 threads", EngineSettings(workers=2)),
-            ("ray, 1 worker", EngineSettings(kind="ray", workers=1)),
-            ("ray, 2 workers", EngineSettings(kind="ray", workers=2)),
+            ("ray, 1 worker", EngineSettings(ray=RayParams(workers=1))),
+            ("ray, 2 workers", EngineSettings(ray=RayParams(workers=2))),
         ]:
             timings[label] = _timed(stage, rows, engine)
             logger.info("motion, %-16s: %d clips (%d frames) in %.2f s: %.1f clips/s, %.0f "
@@ -80,7 +82,7 @@ def main() -> None:
                     timings["local, 2 threads"] / timings["ray, 2 workers"])  # fmt: skip
         noop_rows = [{"path": f"clip-{i}"} for i in range(args.noop_rows)]
         local = _timed(PerClip(_noop), noop_rows, EngineSettings(workers=2))
-        remote = _timed(PerClip(_noop), noop_rows, EngineSettings(kind="ray", workers=2))
+        remote = _timed(PerClip(_noop), noop_rows, EngineSettings(ray=RayParams(workers=2)))
         logger.info("no-op stage over %d rows: local %.3f s, ray %.2f s: Ray's overhead %.2f ms "
                     "per clip (%.2f s per stage run at this size)", args.noop_rows, local, remote,
                     1000 * (remote - local) / args.noop_rows, remote - local)  # fmt: skip

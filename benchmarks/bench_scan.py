@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from opensora_kedro.config.schemas.data import DemoDataParams
 from opensora_kedro.data.engine import EngineSettings
-from opensora_kedro.data.video_table import build_video_table
+from opensora_kedro.data.scan import build_video_table
 from opensora_kedro.datasets.video_folder import VideoFolderDataset
 from opensora_kedro.pipelines.demo_data.nodes import plan_clips, render_clips
 
@@ -40,7 +41,7 @@ def main() -> None:
         params = {**DEMO_PARAMS, "num_clips": args.clips}
         if args.size:
             params["sizes"] = [[int(side) for side in args.size.split("x")]]
-        files, captions = render_clips(plan_clips(params), crf=20)
+        files, captions = render_clips(plan_clips(DemoDataParams.model_validate(params)), crf=20)
         dataset.save(files)
         logger.info("rendered %d clips in %.2f s", len(files), time.perf_counter() - started)
         folder = dataset.load()

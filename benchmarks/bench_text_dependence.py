@@ -39,11 +39,13 @@ def main() -> None:
     torch.set_num_threads(1)
     bootstrap_project(Path.cwd())
     with KedroSession.create(env=args.env) as session:
-        catalog = session.load_context().catalog
-        stage = catalog.load(f"params:{STAGE}")
-        table = catalog.load("training_table")
-    model = load_mmdit({**stage["model"], "from_pretrained": f"data/06_models/{STAGE}"})
-    vae = load_autoencoder({**stage["ae"], "from_pretrained": "data/06_models/vae"})
+        context = session.load_context()
+        stage = context.config_loader.resolved_parameters().models[STAGE]  # typed, as nodes get
+        table = context.catalog.load("training_table")
+    model = load_mmdit(
+        stage.model.model_copy(update={"from_pretrained": f"data/06_models/{STAGE}"})
+    )
+    vae = load_autoencoder(stage.ae.model_copy(update={"from_pretrained": "data/06_models/vae"}))
     text = EmbeddingCache.open("data/04_feature/text_embeddings")
     rows = table[table["num_frames"] >= 9].sample(args.clips, random_state=0)
     rows = rows.reset_index(drop=True)

@@ -23,7 +23,8 @@ import torch
 
 from opensora_kedro.evaluation.text_encoders import demo_caption_split, nearest_class_mean_accuracy
 from opensora_kedro.text.embedder import TextEmbedder
-from opensora_kedro.text.tiny_encoders import TinyEncoderConfig, build_tiny_encoder
+from opensora_kedro.text.params import TinyEncoderParams
+from opensora_kedro.text.tiny_encoders import build_tiny_encoder
 
 logger = logging.getLogger("bench_text_discrimination")
 PARTS = {"colour": 0, "shape": 1, "direction": 2}
@@ -31,14 +32,14 @@ PARTS = {"colour": 0, "shape": 1, "direction": 2}
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--fit-steps", type=int, default=TinyEncoderConfig.pooled_fit_steps)
+    parser.add_argument("--fit-steps", type=int, default=TinyEncoderParams().pooled_fit_steps)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(1)
     train, held = demo_caption_split()
     cosine = torch.nn.functional.cosine_similarity
     with tempfile.TemporaryDirectory() as tmp:
-        config = TinyEncoderConfig(pooled_fit_steps=args.fit_steps)
+        config = TinyEncoderParams(pooled_fit_steps=args.fit_steps)
         for role in ("t5", "clip"):
             start = time.perf_counter()
             build_tiny_encoder(role, [t for t, _ in train], Path(tmp) / role, config)

@@ -24,7 +24,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from opensora_kedro.data.video_table import caption_hash
+from opensora_kedro.config.schemas.text import TextEmbeddingParams
+from opensora_kedro.data.scan import caption_hash
 from opensora_kedro.text.cache import (
     EmbeddingCache,
     distinct_captions,
@@ -32,7 +33,8 @@ from opensora_kedro.text.cache import (
 )
 from opensora_kedro.text.cache_writer import write_update
 from opensora_kedro.text.embedder import embed_missing, embed_plan, prepare_encoder
-from opensora_kedro.text.tiny_encoders import TinyEncoderConfig, build_tiny_encoder
+from opensora_kedro.text.params import EmbeddingEncoderParams, TinyEncoderParams
+from opensora_kedro.text.tiny_encoders import build_tiny_encoder
 
 logger = logging.getLogger("bench_text_embedding")
 ROLES = ("t5", "clip")
@@ -61,12 +63,16 @@ def rerun(
     """What a fully cached pipeline run does after Kedro's start-up; returns seconds, metrics."""
     started = time.perf_counter()
     table = pd.read_parquet(table_path)
-    specs = {r: prepare_encoder(r, str(folders[r]), args.max_length, "fp32", device="cpu")
+    params = TextEmbeddingParams(
+        **{r: {"from_pretrained": str(folders[r]), "max_length": args.max_length} for r in ROLES},
+        dtype="fp32", device="cpu", batch_size=args.batch_size, progress=False,
+    )  # fmt: skip
+    specs = {r: prepare_encoder(r, getattr(params, r), params.dtype, params.device)
              for r in ROLES}  # fmt: skip
     cache = EmbeddingCache.open(cache_dir, verify=verify)
     plan = plan_updates(distinct_captions(table["text"], table["caption_hash"]), cache,
                         {r: s.slot for r, s in specs.items()})  # fmt: skip
-    for update in embed_plan(plan, specs, device="cpu", batch_size=args.batch_size):
+    for update in embed_plan(plan, specs, params):
         write_update(cache_dir, update)
     return time.perf_counter() - started, plan.metrics()
 
@@ -96,12 +102,14 @@ def main() -> None:
         pd.DataFrame({"text": captions, "caption_hash": [caption_hash(c) for c in captions]}
                      ).to_parquet(table_path)  # fmt: skip
         started = time.perf_counter()
-        folders = {r: build_tiny_encoder(r, captions, work / r, TinyEncoderConfig()) for r in ROLES}
+        folders = {r: build_tiny_encoder(r, captions, work / r, TinyEncoderParams()) for r in ROLES}
         logger.info("built both tiny encoders on %d captions: %.2f s (imports included)",
                     len(captions), time.perf_counter() - started)  # fmt: skip
 
         cache_dir = work / "cache"
-        specs = {r: prepare_encoder(r, str(folders[r]), args.max_length, "fp32", device="cpu")
+        specs = {r: prepare_encoder(r, EmbeddingEncoderParams(from_pretrained=str(folders[r]),
+                                                              max_length=args.max_length),
+                                    "fp32", device="cpu")
                  for r in ROLES}  # fmt: skip
         todo = list(distinct_captions(captions).items())
         for role, spec in specs.items():

@@ -96,12 +96,14 @@ def good_clip(tmp_path: Path) -> Path:
 
 def demo_training_table(root: Path, demo_params: dict):
     """Render demo clips under ``root / "videos"`` and return their training table."""
+    from opensora_kedro.config.schemas.data import DemoDataParams
+    from opensora_kedro.data.scan import build_video_table
     from opensora_kedro.data.training_table import build_training_table
-    from opensora_kedro.data.video_table import build_video_table
     from opensora_kedro.datasets.video_folder import VideoFolderDataset
     from opensora_kedro.pipelines.demo_data.nodes import plan_clips, render_clips
 
-    files, captions = render_clips(plan_clips(demo_params), crf=demo_params["crf"])
+    demo = DemoDataParams.model_validate(demo_params)
+    files, captions = render_clips(plan_clips(demo), crf=demo.crf)
     folder = VideoFolderDataset(str(root / "videos"))
     folder.save(files)
     meta, _ = build_video_table(folder.load(), captions)

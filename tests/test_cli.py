@@ -219,6 +219,7 @@ def test_opensora_convert_writes_a_loadable_model_folder(kedro, tmp_path):
 
     from opensora_kedro.models.mmdit import MMDiTConfig
     from opensora_kedro.models.mmdit_loading import load_mmdit
+    from opensora_kedro.models.params import MMDiTParams
     from tests.models.mmdit_reference import foreign_state
 
     config = MMDiTConfig(in_channels=16, vec_in_dim=8, context_in_dim=8, hidden_size=32,
@@ -230,7 +231,8 @@ def test_opensora_convert_writes_a_loadable_model_folder(kedro, tmp_path):
                    "--axes-dim", "4,6,6", "--dtype", "bf16")  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "cond_embed True" in result.output
-    params = {**dataclasses.asdict(config), "from_pretrained": str(out), "strict_load": True}
+    structure = {k: v for k, v in dataclasses.asdict(config).items() if k != "grad_ckpt_settings"}
+    params = MMDiTParams(**structure, from_pretrained=str(out), strict_load=True)
     model = load_mmdit(params, dtype=torch.bfloat16)
     assert model.cond_in.weight.dtype == torch.bfloat16
     # a wrong structure is refused with the keys named, and nothing else happens

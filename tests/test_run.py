@@ -18,9 +18,9 @@ import mlflow
 import pandas as pd
 import pytest
 
+from opensora_kedro.runtime.distributed import free_port
 from opensora_kedro.text.cache import EmbeddingCache
 from opensora_kedro.tracking_runs import HOST_TAG, PROJECT_TAG
-from opensora_kedro.training.distributed import free_port
 from tests.conftest import PROJECT_ROOT
 
 KEDRO = str(Path(sys.executable).parent / "kedro")

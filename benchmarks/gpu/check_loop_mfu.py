@@ -14,7 +14,6 @@ matmul peak measured in this run; the target is a loop within 5% of the bare ste
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import sys
@@ -30,12 +29,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the
 import bench_mmdit_gpu as bench  # noqa: E402
 
 from opensora_kedro.data.sampler import VariableShapeBatchSampler  # noqa: E402
+from opensora_kedro.diffusion import rectified_flow as rf  # noqa: E402
 from opensora_kedro.models.mmdit import build_mmdit  # noqa: E402
-from opensora_kedro.training import rectified_flow as rf  # noqa: E402
-from opensora_kedro.training.distributed import process_group  # noqa: E402
+from opensora_kedro.runtime.distributed import process_group  # noqa: E402
+from opensora_kedro.runtime.tracking import MetricsLogger  # noqa: E402
 from opensora_kedro.training.loop import Trainer  # noqa: E402
-from opensora_kedro.training.loop_settings import LoopSettings  # noqa: E402
-from opensora_kedro.training.tracking import MetricsLogger  # noqa: E402
+from opensora_kedro.training.params import LoopParams
 
 logger = logging.getLogger("check_loop_mfu")
 TARGET_RATIO = 0.95
@@ -90,11 +89,11 @@ class BenchTask:
 
 def loop_step_seconds(batch: int, warmup: int, steps: int) -> tuple[float, float, float]:
     """``(seconds per step, first fit's seconds, peak GiB)`` of the Trainer on the bench task."""
-    settings = LoopSettings(
+    settings = LoopParams(
         seed=0, epochs=1000, max_steps=warmup, accumulation_steps=1, grad_clip=None,
-        log_every=10, ckpt_every=10**9, keep_n_latest=1, ema_decay=None, warmup_steps=0,
-        dtype="bf16", plugin="zero2", plugin_config={"reduce_bucket_size_in_m": 128,
-        "overlap_allgather": False}, num_workers=0, compile=True,
+        log_every=10, ckpt_every=10**9, keep_n_latest=1, ema_decay=None, dataset={},
+        bucket_config={}, dtype="bf16", plugin="zero2", plugin_config={"reduce_bucket_size_in_m":
+        128, "overlap_allgather": False}, num_workers=0, compile=True,
         optim={"cls": "HybridAdam", "lr": 1e-4, "eps": 1e-8, "weight_decay": 0.0,
                "adamw_mode": True, "betas": (0.9, 0.999)},
     )  # fmt: skip
@@ -109,7 +108,7 @@ def loop_step_seconds(batch: int, warmup: int, steps: int) -> tuple[float, float
         torch.cuda.synchronize()
         first = time.perf_counter() - started
         torch.cuda.reset_peak_memory_stats()
-        trainer.settings = dataclasses.replace(settings, max_steps=warmup + steps)
+        trainer.settings = settings.model_copy(update={"max_steps": warmup + steps})
         started = time.perf_counter()
         trainer.fit()
         torch.cuda.synchronize()

@@ -22,6 +22,7 @@ from opensora_kedro.config.describe import diff_trees, explain_key, plain
 from opensora_kedro.config.errors import UserConfigError
 from opensora_kedro.config.loader import ProjectConfigLoader
 from opensora_kedro.config.resolve import ResolvedParameters
+from opensora_kedro.config.schemas.diffusion import DiffusionStageParams
 
 ENV = click.option(
     "--env", "-e", default=None, help="Kedro env layered over base (default: local)."
@@ -242,12 +243,12 @@ def opensora() -> None:
     """Project tools: the batch-size probe of this machine, Open-Sora's released files."""
 
 
-def _stage_params(stage: str, env: str | None, params: dict) -> dict:
-    resolved = _resolve(env, params).params
-    if not stage.startswith("diffusion_") or stage not in resolved:
-        stages = ", ".join(sorted(g for g in resolved if g.startswith("diffusion_")))
+def _stage_params(stage: str, env: str | None, params: dict) -> DiffusionStageParams:
+    models = _resolve(env, params).models
+    if not isinstance(models.get(stage), DiffusionStageParams):
+        stages = ", ".join(sorted(g for g in models if g.startswith("diffusion_")))
         raise click.BadParameter(f"'{stage}' is not a diffusion stage; have {stages}")
-    return {**resolved[stage], "name": stage}
+    return models[stage]
 
 
 @opensora.command("probe-batch-sizes")
@@ -271,14 +272,14 @@ def probe_batch_sizes(
     logging.getLogger("opensora_kedro").setLevel(logging.INFO)
     stage_params = _stage_params(stage, env, params)
     if dry_run:
-        buckets = probe_buckets(stage_params["bucket_config"], stage_geometry(stage_params))
+        buckets = probe_buckets(stage_params.bucket_config, stage_geometry(stage_params))
         click.echo("bucket        latent (c,t,h,w)   image tokens  tokens/sample  configured batch")
         for b in buckets:
             click.echo(f"{b.resolution + ' ' + str(b.num_frames) + 'f':<13} "
                        f"{str(b.latent_shape):<18} {b.image_tokens:>12,} {b.tokens:>14,} "
                        f"{b.configured_batch:>17}")  # fmt: skip
         return
-    out_dir = Path(out or stage_params["probe"]["output_dir"]) / stage
+    out_dir = Path(out or stage_params.probe.output_dir) / stage
     command = f"kedro opensora probe-batch-sizes --stage {stage}" + (f" --env {env}" if env else "")
     try:
         paths = run_probe(stage, stage_params, out_dir, [f"Written by `{command}`"])

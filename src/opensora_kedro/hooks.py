@@ -127,8 +127,19 @@ def check_before_run(
         raise ConfigError(issues, loader.run_env, what="problem(s) found before running")
 
 
+def typed_parameter(models: dict[str, Any], name: str) -> Any:
+    """The validated value of ``params:<group>.<key>...``: the group's typed model, or the
+    attribute (a nested model, a value) the dotted key path leads to."""
+    group, *path = name.removeprefix("params:").split(".")
+    value = models[group]
+    for key in path:
+        value = value[key] if isinstance(value, dict) else getattr(value, key)
+    return value
+
+
 class ProjectHooks:
-    """Takes the project's run lock and checks the run's inputs and machine first."""
+    """Takes the project's run lock, checks the run's inputs and machine first, and hands
+    every node its parameters as the typed objects validated at the start."""
 
     def __init__(self) -> None:
         self._loader: ProjectConfigLoader | None = None
@@ -152,6 +163,19 @@ class ProjectHooks:
         except BaseException:
             self._release()
             raise
+
+    @hook_impl
+    def before_node_run(self, node, inputs: dict[str, Any]) -> dict[str, Any] | None:
+        # The catalog keeps the plain values (kedro-mlflow logs them, kedro viz shows them);
+        # the node gets the models they were validated into, parsed once for the whole run.
+        if not isinstance(self._loader, ProjectConfigLoader):
+            return None
+        models = self._loader.resolved_parameters().models
+        return {
+            name: typed_parameter(models, name)
+            for name in inputs
+            if name.startswith("params:") and name.removeprefix("params:").split(".")[0] in models
+        } or None
 
     @hook_impl
     def after_pipeline_run(self) -> None:

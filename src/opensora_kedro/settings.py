@@ -10,6 +10,7 @@ from rich.console import Console
 
 from opensora_kedro.config.loader import ProjectConfigLoader
 from opensora_kedro.console import quiet_known_warnings
+from opensora_kedro.context import ProjectContext
 from opensora_kedro.hooks import ProjectHooks, TrackingHooks
 
 # Telemetry would try the network, which a cluster node or CI machine may not have.
@@ -42,8 +43,9 @@ def _console() -> None:
 
 _console()
 
-# Parameters come out merged, inherited (stages), hardware-resolved and validated.
+# Parameters come out merged, inherited (stages), hardware-resolved and validated, once.
 CONFIG_LOADER_CLASS = ProjectConfigLoader
+CONTEXT_CLASS = ProjectContext
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",

@@ -9,8 +9,9 @@ import av
 import numpy as np
 import pytest
 
+from opensora_kedro.captioning.params import CaptioningParams
 from opensora_kedro.captioning.tiny_vlm import build_tiny_vlm
-from opensora_kedro.captioning.vlm import CaptionSettings, VlmCaptioner
+from opensora_kedro.captioning.vlm import VlmCaptioner
 from opensora_kedro.video.codec import encode_image, encode_mp4
 from opensora_kedro.video.decode import frame_indices
 from opensora_kedro.video.render import ClipSpec, render_frames
@@ -59,7 +60,7 @@ def rows(tmp_path_factory) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def captioner(vlm_folder) -> VlmCaptioner:
-    return VlmCaptioner(CaptionSettings(model=str(vlm_folder), max_new_tokens=12))
+    return VlmCaptioner(CaptioningParams(model=str(vlm_folder), max_new_tokens=12))
 
 
 def test_frames_are_spread_over_the_clip_and_never_repeated():
@@ -71,7 +72,7 @@ def test_frames_are_spread_over_the_clip_and_never_repeated():
 
 def test_clips_and_a_still_get_non_empty_deterministic_captions(vlm_folder, rows, captioner):
     first = captioner(rows)
-    again = VlmCaptioner(CaptionSettings(model=str(vlm_folder), max_new_tokens=12))(rows)
+    again = VlmCaptioner(CaptioningParams(model=str(vlm_folder), max_new_tokens=12))(rows)
     assert first == again  # a fresh load of the saved model: the same words
     assert [r["path"] for r in first] == [r["path"] for r in rows]
     assert all(r["caption"].strip() and "reason" not in r for r in first)
@@ -86,8 +87,8 @@ def test_clips_and_a_still_get_non_empty_deterministic_captions(vlm_folder, rows
 def test_a_batch_captions_as_each_clip_alone(vlm_folder, rows, captioner):
     # The still has one image, the clips two or three: the batch is left-padded.
     batched = captioner(rows)
-    alone_settings = CaptionSettings(model=str(vlm_folder), max_new_tokens=12, batch_size=1)
-    alone = VlmCaptioner(alone_settings)
+    alone_params = CaptioningParams(model=str(vlm_folder), max_new_tokens=12, batch_size=1)
+    alone = VlmCaptioner(alone_params)
     assert batched == [alone([row])[0] for row in rows]
 
 
@@ -135,7 +136,7 @@ class _RejectsSmallImages:
 def test_a_clip_the_processor_rejects_fails_alone(tmp_path, vlm_folder, rows):
     small = tmp_path / "small.png"
     small.write_bytes(encode_image(np.full((8, 8, 3), 200, np.uint8), ".png"))
-    captioner = VlmCaptioner(CaptionSettings(model=str(vlm_folder), max_new_tokens=12))
+    captioner = VlmCaptioner(CaptioningParams(model=str(vlm_folder), max_new_tokens=12))
     captioner.load()
     expected = captioner(rows[:2])
     captioner._processor = _RejectsSmallImages(captioner._processor)
@@ -145,7 +146,7 @@ def test_a_clip_the_processor_rejects_fails_alone(tmp_path, vlm_folder, rows):
 
 
 def test_a_model_that_writes_only_special_tokens_gives_empty_caption(vlm_folder, rows):
-    captioner = VlmCaptioner(CaptionSettings(model=str(vlm_folder), max_new_tokens=4))
+    captioner = VlmCaptioner(CaptioningParams(model=str(vlm_folder), max_new_tokens=4))
     captioner.load()
     tokenizer = captioner._processor.tokenizer
     words = [i for i in range(len(tokenizer)) if i not in tokenizer.all_special_ids]
@@ -156,16 +157,16 @@ def test_a_model_that_writes_only_special_tokens_gives_empty_caption(vlm_folder,
 
 
 def test_the_captioner_pickles_before_and_after_use(vlm_folder, rows, captioner):
-    fresh = VlmCaptioner(CaptionSettings(model=str(vlm_folder), max_new_tokens=12))
+    fresh = VlmCaptioner(CaptioningParams(model=str(vlm_folder), max_new_tokens=12))
     shipped = pickle.loads(pickle.dumps(fresh))
     assert shipped._model is None and VlmCaptioner.uses_model and shipped.batch_size == 4
     assert shipped(rows[:1]) == captioner(rows[:1])
     reshipped = pickle.loads(pickle.dumps(shipped))  # the loaded model stays behind
-    assert reshipped._model is None and reshipped.settings == fresh.settings
+    assert reshipped._model is None and reshipped.params == fresh.params
 
 
 def test_a_bad_model_folder_raises_on_first_use(tmp_path, rows):
-    captioner = VlmCaptioner(CaptionSettings(model=str(tmp_path / "nowhere")))
+    captioner = VlmCaptioner(CaptioningParams(model=str(tmp_path / "nowhere")))
     with pytest.raises(FileNotFoundError, match="no VLM folder"):
         captioner(rows[:1])
 

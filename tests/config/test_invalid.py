@@ -168,6 +168,10 @@ CASES = [
     ({"inference": {"start_index": 5, "end_index": 2, "prompt_csv": "p.csv", "prompt": None}},
      "inference.start_index", "must be below end_index"),  # fmt: skip
     ({"inference": {"prompt_csv": "prompts.csv"}}, "inference.prompt_csv", "are both set"),
+    ({"evaluation": {"prompt_following": {"sampling": {"num_steps": 0}}}},
+     "evaluation.prompt_following.sampling.num_steps", "greater than 0"),
+    ({"evaluation": {"prompt_following": {"sampling": {"flow_shift": 3}}}},
+     "evaluation.prompt_following.sampling.flow_shift", "not a sampling_option key"),
 ]  # fmt: skip
 
 

@@ -109,7 +109,7 @@ def test_gloo_runs_cpu_workers_on_purpose():
 
 @pytest.mark.skipif(Path("/dev/nvidia0").exists(), reason="checks a machine without CUDA")
 def test_backend_nccl_fails_clearly_on_a_cpu_worker():
-    from opensora_kedro.training.compat import use_backend
+    from opensora_kedro.runtime.compat import use_backend
 
     with pytest.raises(RuntimeError, match="nccl, which needs CUDA GPUs"):
         use_backend("nccl")

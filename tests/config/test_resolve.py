@@ -6,7 +6,8 @@ from opensora_kedro.config.errors import ConfigError
 from opensora_kedro.config.hardware import Hardware
 from opensora_kedro.config.resolve import resolve_parameters
 from tests.config.conftest import CPU, project_layers
-from tests.training import toy_job
+from tests.training.test_loop import PARAMS
+from tests.training.toy_job import ToyParams
 
 
 def _frames(start, stop, entry):
@@ -210,28 +211,29 @@ def test_a_string_delete_marker_does_not_delete():
 
 
 def test_resume_can_be_switched_off_for_a_diffusion_stage(tmp_path):
-    import pandas as pd
-
-    from opensora_kedro.training.launcher import make_job_spec
+    from opensora_kedro.runtime.launcher import make_job_spec, read_spec
+    from opensora_kedro.training import diffusion_job
 
     params = {"diffusion_stage1": {"resume": False}}
-    resolved = resolve_parameters(project_layers("local", params), CPU).params
-    assert resolved["diffusion_stage1"]["resume"] is False
-    assert resolved["diffusion_stage2"]["resume"] is True  # a sibling keeps the default
-    spec = make_job_spec(toy_job.run, resolved["diffusion_stage1"], str(tmp_path), pd.DataFrame())
-    assert spec.resume is False  # what the training loop reads to start afresh
+    resolved = resolve_parameters(project_layers("local", params), CPU).models
+    assert resolved["diffusion_stage1"].resume is False
+    assert resolved["diffusion_stage2"].resume is True  # a sibling keeps the default
+    spec = make_job_spec(diffusion_job.run, resolved["diffusion_stage1"], str(tmp_path), {})
+    # What the training loop reads to start afresh, as the workers read it.
+    assert read_spec(spec.model_dump_json()).params.resume is False
 
 
 def test_auto_values_are_summed_up_and_marked_for_the_workers(local_layers, caplog):
     with caplog.at_level("INFO", logger="opensora_kedro.config.hardware"):
-        params = resolve_parameters(local_layers, CPU).params
+        params = resolve_parameters(local_layers, CPU)
     lines = [r.getMessage() for r in caplog.records if r.name == "opensora_kedro.config.hardware"]
     assert len(lines) == 1 and lines[0].startswith("auto on cpu: dtype='fp32' (")
-    stage = params["diffusion_stage1"]
-    assert stage["dtype"] == "fp32"
-    assert stage["auto_on_workers"] == ["dtype", "grad_checkpoint", "batch_size_scale"]
-    assert params["inference"]["auto_on_workers"] == ["dtype"]
-    assert "auto_on_workers" not in params["text_embedding"]  # runs in the Kedro process
+    stage = params.models["diffusion_stage1"]
+    assert stage.dtype == "fp32"
+    assert stage.auto_on_workers == ["dtype", "grad_checkpoint", "batch_size_scale"]
+    assert params.models["inference"].auto_on_workers == ["dtype"]
+    assert params.params["diffusion_stage1"]["auto_on_workers"] == stage.auto_on_workers
+    assert "auto_on_workers" not in params.params["text_embedding"]  # runs in the Kedro process
 
 
 def test_workers_resolve_auto_for_the_hardware_they_share(caplog):
@@ -240,10 +242,11 @@ def test_workers_resolve_auto_for_the_hardware_they_share(caplog):
     big, small = Hardware(8, 140.0, True), Hardware(8, 70.0, True)
     shared = agree([big, small])
     assert shared == Hardware(8, 70.0, True)
-    group = {"dtype": "fp32", "grad_checkpoint": False, "batch_size_scale": 1.0, "seed": 1,
-             "auto_on_workers": ["dtype", "batch_size_scale"]}  # fmt: skip
+    group = ToyParams(
+        **PARAMS, grad_checkpoint=False, auto_on_workers=["dtype", "batch_size_scale"]
+    )
     with caplog.at_level("INFO", logger="opensora_kedro.config.hardware"):
         resolved = resolve_on_workers(group, shared)
-    assert (resolved["dtype"], resolved["batch_size_scale"]) == ("bf16", 0.5)
-    assert resolved["grad_checkpoint"] is False  # not auto: kept as configured
+    assert (resolved.dtype, resolved.batch_size_scale) == ("bf16", 0.5)
+    assert resolved.grad_checkpoint is False  # not auto: kept as configured
     assert "not the launching machine's 'fp32'" in caplog.text

@@ -2,7 +2,8 @@ import math
 
 import pandas as pd
 
-from opensora_kedro.data.filtering import FilterRules, filter_table
+from opensora_kedro.data.filtering import filter_table
+from opensora_kedro.data.params import FilterParams
 
 
 def _table():
@@ -21,7 +22,7 @@ def _table():
 
 
 def test_every_removed_clip_names_its_rule():
-    rules = FilterRules(min_frames=2, max_frames=100, min_height=48, max_fps=60)
+    rules = FilterParams(min_frames=2, max_frames=100, min_height=48, max_fps=60)
     kept, rejected = filter_table(_table(), rules)
     assert list(kept["path"]) == ["b"]
     assert list(zip(rejected["path"], rejected["reason"], strict=True)) == [
@@ -33,12 +34,14 @@ def test_every_removed_clip_names_its_rule():
 
 
 def test_images_without_fps_pass_fps_bounds_and_motion_range_applies():
-    kept, rejected = filter_table(_table(), FilterRules(min_fps=10, min_motion=1.0, max_motion=5.0))
+    kept, rejected = filter_table(
+        _table(), FilterParams(min_fps=10, min_motion=1.0, max_motion=5.0)
+    )
     assert "a" not in set(kept["path"])  # motion 0 < 1
     assert set(rejected["reason"]) == {"motion_too_low", "empty_caption", "duplicate_path"}
 
 
 def test_no_rules_keeps_everything_but_switches_can_be_turned_off():
-    rules = FilterRules(remove_duplicate_paths=False, remove_empty_captions=False)
+    rules = FilterParams(remove_duplicate_paths=False, remove_empty_captions=False)
     kept, rejected = filter_table(_table(), rules)
     assert len(kept) == 7 and rejected.empty

@@ -8,10 +8,11 @@ from functools import partial
 import pytest
 
 from opensora_kedro.data.engine import EngineSettings, PerClip, run_stage
+from opensora_kedro.data.params import RayParams
 
 ray = pytest.importorskip("ray")
 
-RAY = EngineSettings(kind="ray", workers=2)
+RAY = EngineSettings(ray=RayParams(workers=2))
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -4,12 +4,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from opensora_kedro.data.params import DedupParams
 from opensora_kedro.data.semantic_dedup import (
     embed_videos,
     find_embedding_duplicates,
     similar_pairs,
 )
-from opensora_kedro.quality.clip_scores import QualitySettings
 from opensora_kedro.quality.tiny_models import build_tiny_clip
 from tests.conftest import gradient_frames, write_video
 
@@ -51,7 +51,9 @@ def test_a_rescaled_copy_is_found_through_the_real_clip_loading_path(tmp_path):
     (tmp_path / "broken.mp4").write_text("not a video")
     meta = pd.DataFrame({"path": [*map(str, paths), str(tmp_path / "broken.mp4")],
                          "num_frames": 12, "file_size": 1, "file_mtime_ns": 1})  # fmt: skip
-    embeddings, rejected = embed_videos(meta, QualitySettings(clip_model=str(clip)))
+    # The scorer's defaults before the dedup group: 3 frames per clip, on the CPU.
+    params = DedupParams(method="clip", clip_model=str(clip), frames=3, device="cpu")
+    embeddings, rejected = embed_videos(meta, params)
     assert rejected[["reason", "stage"]].values.tolist() == [["embedding_failed", "dedup"]]
     assert len(embeddings) == 3
     norms = np.linalg.norm(np.stack(embeddings["clip_embedding"].map(np.asarray)), axis=1)

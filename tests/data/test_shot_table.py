@@ -5,15 +5,15 @@ import json
 import numpy as np
 import pandas as pd
 
+from opensora_kedro.data.params import ShotParams
+from opensora_kedro.data.scan import build_video_table
 from opensora_kedro.data.shot_table import split_videos, whole_clips
-from opensora_kedro.data.video_table import build_video_table
 from opensora_kedro.datasets.video_folder import VideoFolderDataset
 from opensora_kedro.video import shots as shots_module
 from opensora_kedro.video.codec import encode_mp4
 from opensora_kedro.video.render import ClipSpec, render_shot_sequence
-from opensora_kedro.video.shots import ShotSettings
 
-SETTINGS = ShotSettings(detector="content", min_seconds=None, min_scene_frames=4)
+SETTINGS = ShotParams(detector="content", min_seconds=None, min_scene_frames=4)
 
 
 def _videos(root):
@@ -55,8 +55,9 @@ def test_each_shot_is_a_clip_row_and_a_cut_shot_waits_for_its_own_caption(tmp_pa
     # stored relative to the shots folder: a moved project keeps its table
     assert {s["clip_path"] for s in json.loads(stored.iloc[0]["shots"])["shots"]} <= {
         "two/shot-000.mp4", "two/shot-001.mp4", None}  # fmt: skip
-    _, inherited, _ = split_videos(meta, tmp_path / "raw", SETTINGS, tmp_path / "shots",
-                                   inherit_caption=True, previous=stored)  # fmt: skip
+    inheriting = SETTINGS.model_copy(update={"inherit_caption": True})
+    _, inherited, _ = split_videos(meta, tmp_path / "raw", inheriting, tmp_path / "shots",
+                                   previous=stored)  # fmt: skip
     assert inherited["text"].tolist().count("two shots") == 2
 
 
@@ -76,7 +77,7 @@ def test_a_rerun_reuses_the_cuts_unless_settings_change_or_a_cut_file_is_gone(
     stored, _, _ = split_videos(meta, tmp_path / "raw", SETTINGS, tmp_path / "shots",
                                 previous=stored)  # fmt: skip
     assert [p.rsplit("/", 1)[-1] for p in detected] == ["two.mp4"]
-    other = ShotSettings(detector="content", min_seconds=1.0, min_scene_frames=4)
+    other = ShotParams(detector="content", min_seconds=1.0, min_scene_frames=4)
     _, kept, rejected = split_videos(meta, tmp_path / "raw", other, tmp_path / "shots",
                                      previous=stored)  # fmt: skip
     assert len(detected) == 3  # both videos again

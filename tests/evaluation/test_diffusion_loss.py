@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from opensora_kedro.config.schemas.diffusion import DiffusionStageParams
 from opensora_kedro.data.clip_batches import fixed_bucket_keys
 from opensora_kedro.data.clip_dataset import ClipDataset
 from opensora_kedro.evaluation.diffusion_loss import (
@@ -23,13 +24,17 @@ from opensora_kedro.video.codec import encode_mp4
 from opensora_kedro.video.render import ClipSpec, render_frames
 
 SIGMA = 1e-5
-PARAMS = {
+ENCODER = {"from_pretrained": "encoder", "max_length": 8}
+PARAMS = DiffusionStageParams.model_validate({
     "bucket_config": {"64px": {9: [1.0, 2], 17: [1.0, 2]}},
     "seed": 3,
     "dataset": {"fps_max": 24, "transform_name": "resize_crop"},
     "model": {"patch_size": 2},
     "sigma_min": SIGMA,
-}
+    # a stage's other required settings, which the loss does not read
+    "optim": {"lr": 1e-4}, "plugin_config": {}, "dropout_ratio": {}, "ae": {"type": "tiny_vae"},
+    "t5": ENCODER, "clip": ENCODER,
+})  # fmt: skip
 # (colour, direction, frames): two 9-frame clips, one 17-frame clip, one too short for a bucket.
 CLIPS = [("red", "left", 9), ("blue", "up", 17), ("green", "down", 5), ("purple", "right", 9)]
 
@@ -84,12 +89,12 @@ def random_mmdit(seed: int = 0) -> nn.Module:
 
 def latents_and_noise(held, vae):
     """Per held-out clip (table order): its latent and noise, computed without the module."""
-    dataset = ClipDataset(held, seed=PARAMS["seed"], fps_max=24, transform="resize_crop")
+    dataset = ClipDataset(held, seed=PARAMS.seed, fps_max=24, transform="resize_crop")
     out = {}
     for key in fixed_bucket_keys(held, PARAMS):
         with torch.no_grad():
             x0 = vae.encode(dataset[key]["video"][None], sample=False)[0]
-        out[key.index] = (x0, fixed_noise(tuple(x0.shape), PARAMS["seed"], key.index))
+        out[key.index] = (x0, fixed_noise(tuple(x0.shape), PARAMS.seed, key.index))
     return out
 
 
@@ -153,7 +158,7 @@ def test_time_shift_feeds_shifted_t(held, vae):
 
 
 def test_no_clip_in_a_bucket_raises(held, vae):
-    params = {**PARAMS, "bucket_config": {"64px": {33: [1.0, 2]}}}
+    params = PARAMS.model_copy(update={"bucket_config": {"64px": {33: (1.0, 2)}}})
     with pytest.raises(ValueError, match="fits a bucket"):
         diffusion_eval_loss(Identity(), vae, FakeText(), held, params)
 

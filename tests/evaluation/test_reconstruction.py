@@ -8,8 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from opensora_kedro.evaluation import psnr, reconstruction_metrics, side_by_side, ssim
-from opensora_kedro.evaluation.reconstruction import gaussian_window
+from opensora_kedro.evaluation.reconstruction import (
+    gaussian_window,
+    psnr,
+    reconstruction_metrics,
+    side_by_side,
+    ssim,
+)
 
 
 def random_video(shape: tuple[int, ...], seed: int) -> torch.Tensor:

@@ -12,13 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from opensora_kedro.models.mmdit import (
-    MMDiTConfig,
-    image_position_ids,
-    pack,
-    timestep_embedding,
-    unpack,
-)
+from opensora_kedro.models.mmdit import MMDiTConfig
+from opensora_kedro.models.mmdit_layers import image_position_ids, pack, timestep_embedding, unpack
 
 
 def foreign_shapes(config: MMDiTConfig, fused: bool) -> dict[str, tuple[int, ...]]:

@@ -7,7 +7,6 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from opensora_kedro.models.lora import (
-    DEFAULT_TARGETS,
     adapter_state,
     add_lora,
     load_adapter_state,
@@ -17,8 +16,9 @@ from opensora_kedro.models.lora import (
 )
 from opensora_kedro.models.mmdit import build_mmdit, mmdit_config
 from opensora_kedro.models.mmdit_loading import load_pretrained_mmdit
+from opensora_kedro.training.params import DEFAULT_TARGETS, LoraParams
 
-LORA = {"r": 4, "lora_alpha": 8, "lora_dropout": 0.0, "target_modules": list(DEFAULT_TARGETS)}
+LORA = LoraParams(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=list(DEFAULT_TARGETS))
 
 
 def _base(seed: int = 0):

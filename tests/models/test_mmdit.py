@@ -5,18 +5,18 @@ from __future__ import annotations
 import pytest
 import torch
 
+from opensora_kedro.diffusion.rectified_flow import flow_loss, prepare_visual_condition
 from opensora_kedro.models import mmdit as mmdit_module
 from opensora_kedro.models.mmdit import (
     MMDIT_SIZES,
+    NON_STRUCTURAL_FIELDS,
     MMDiTConfig,
     build_mmdit,
-    image_position_ids,
+    config_from_params,
     mmdit_config,
-    pack,
-    rope_frequencies,
-    unpack,
 )
-from opensora_kedro.training.rectified_flow import flow_loss, prepare_visual_condition
+from opensora_kedro.models.mmdit_layers import image_position_ids, pack, rope_frequencies, unpack
+from opensora_kedro.models.params import MMDiTParams
 
 
 def _inputs(batch: int = 2, channels: int = 4, frames: int = 1, h: int = 8, w: int = 8):
@@ -134,6 +134,27 @@ def test_config_validation_and_registry() -> None:
     assert mmdit_config(params) == MMDIT_SIZES["tiny"]
 
 
+def test_the_parameters_give_the_model_its_config() -> None:
+    # Every structural parameter reaches the config, and the schema's defaults are the 11B's.
+    structural = set(MMDiTParams.model_fields) - NON_STRUCTURAL_FIELDS
+    assert structural == {f for f in MMDiTConfig.__dataclass_fields__} - {"grad_ckpt_settings"}
+    assert config_from_params(MMDiTParams()) == MMDIT_SIZES["open_sora_2"]
+    tiny = {f: getattr(MMDIT_SIZES["tiny"], f) for f in structural}
+    params = MMDiTParams(**tiny, from_pretrained="x", use_liger_rope=False)
+    assert config_from_params(params) == MMDIT_SIZES["tiny"]
+    assert config_from_params(params, (1, 2)).grad_ckpt_settings == (1, 2)
+
+
+def test_the_schema_and_the_model_apply_one_hidden_size_rule() -> None:
+    params = MMDiTParams(hidden_size=64, num_heads=2, axes_dim=(8, 8, 8))
+    [(path, value, rule)] = params.cross_checks({})
+    assert (path, value) == (("hidden_size",), 64)
+    with pytest.raises(ValueError) as error:
+        config_from_params(params)
+    assert str(error.value) == f"hidden_size 64 {rule}"
+    assert rule == "must equal num_heads * sum(axes_dim) = 2 * 24"
+
+
 def test_training_reduces_loss() -> None:
     torch.manual_seed(0)
     model = build_mmdit("tiny")
@@ -152,7 +173,7 @@ def test_training_reduces_loss() -> None:
 
 def test_overfits_one_batch_tenfold():
     """Rectified-flow loss on one fixed batch (fixed t and noise) drops by 10x."""
-    from opensora_kedro.training import rectified_flow as rf
+    from opensora_kedro.diffusion import rectified_flow as rf
 
     torch.manual_seed(0)
     model = build_mmdit("tiny")

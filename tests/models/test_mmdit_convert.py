@@ -178,11 +178,13 @@ def test_streaming_reader_and_writer(tmp_path):
 
 def test_from_pretrained_naming_a_foreign_file_converts_it(tmp_path):
     from opensora_kedro.models.mmdit_loading import load_mmdit
+    from opensora_kedro.models.params import MMDiTParams
 
     state = foreign_state(SMALL, fused=False, seed=9)
     save_file(state, str(tmp_path / "Open_Sora_v2.safetensors"))
-    params = {**dataclasses.asdict(SMALL), "type": "flux", "use_liger_rope": True,
-              "from_pretrained": "Open_Sora_v2.safetensors", "strict_load": False}  # fmt: skip
+    structure = {k: v for k, v in dataclasses.asdict(SMALL).items() if k != "grad_ckpt_settings"}
+    params = MMDiTParams(**structure, type="flux", use_liger_rope=True,
+                         from_pretrained="Open_Sora_v2.safetensors", strict_load=False)  # fmt: skip
     model = load_mmdit(params, base_dir=tmp_path)
     x = _inputs(SMALL)
     with torch.no_grad():

@@ -11,7 +11,7 @@ import torch.multiprocessing as mp
 
 from opensora_kedro.models.mmdit import build_mmdit
 from opensora_kedro.models.sequence_parallel import padded_length
-from opensora_kedro.training.distributed import free_port
+from opensora_kedro.runtime.distributed import free_port
 
 # 4 heads so that each of 2 ranks holds several; gradient checkpointing on the first blocks
 # checks that recomputation repeats the collectives correctly.
@@ -93,8 +93,8 @@ def _plugin_worker(rank: int, port: int, gpu: bool) -> None:
     from colossalai.booster import Booster
     from colossalai.booster.plugin import HybridParallelPlugin
 
+    from opensora_kedro.runtime.mmdit_policy import MMDiTPolicy
     from opensora_kedro.training.loop import _data_shard
-    from opensora_kedro.training.mmdit_policy import MMDiTPolicy
 
     colossalai.launch_from_torch(verbose=False, backend="nccl" if gpu else "gloo")
     device = torch.device("cuda", rank) if gpu else torch.device("cpu")

@@ -15,11 +15,13 @@ from kedro.runner import SequentialRunner
 from opensora_kedro.config.hardware import Hardware
 from opensora_kedro.config.resolve import resolve_parameters
 from opensora_kedro.datasets.embedding_cache import EmbeddingCacheDataset
+from opensora_kedro.datasets.handover import HandoverTableDataset
 from opensora_kedro.datasets.model_dir import ModelDirDataset
 from opensora_kedro.datasets.run_dir import RunDirectoryDataset
 from opensora_kedro.models.vae.registry import build_vae, save_vae_weights
 from opensora_kedro.pipelines.diffusion_stage import stage_pipeline
 from opensora_kedro.pipelines.text_embedding import create_pipeline as text_pipeline
+from opensora_kedro.runtime.params import LauncherParams
 from tests.config.conftest import project_layers
 from tests.conftest import demo_training_table
 
@@ -27,6 +29,7 @@ DEMO = {"num_clips": 6, "num_images": 2, "sizes": [[96, 96]], "fps": [24], "leng
         "seed": 2, "crf": 18}  # fmt: skip
 STAGES = ["diffusion_image", "diffusion_stage1", "diffusion_stage1_i2v"]
 CPU = Hardware(gpu_count=0, gpu_memory_gib=0.0, bf16=False)
+INPROCESS = LauncherParams(type="inprocess")
 
 
 @dataclass
@@ -38,21 +41,28 @@ class Chain:
     overrides: dict
 
     def params(self, extra: dict | None = None) -> dict:
-        """env local's resolved parameters with the chain's paths (and ``extra``) applied."""
+        """env local's parameters with the chain's paths (and ``extra``) applied, as the typed
+        models nodes receive, by group."""
         layers = project_layers("local", _merge(self.overrides, extra or {}))
-        return resolve_parameters(layers, CPU).params
+        return resolve_parameters(layers, CPU).models
+
+    def job_table(self, stage: str) -> Path:
+        """Where ``<stage>.job_table`` hands the stage's training rows to its job."""
+        return self.root / "job_tables" / f"{stage}.parquet"
 
     def stage_datasets(self, stages: list[str]) -> dict:
-        """Catalog entries of the stages' run folders and models, plus the shared inputs."""
+        """Catalog entries of the stages' hand-over tables, run folders and models, plus the
+        shared inputs."""
         params = self.params()
         datasets = {
             "training_table": MemoryDataset(self.table),
             "text_embeddings": EmbeddingCacheDataset(str(self.root / "text_embeddings")),
             "vae_model": ModelDirDataset(str(self.root / "vae")),
-            "params:launcher": MemoryDataset({"type": "inprocess"}),
+            "params:launcher": MemoryDataset(INPROCESS),
         }
         for stage in stages:
             datasets[f"params:{stage}"] = MemoryDataset(params[stage])
+            datasets[f"{stage}.job_table"] = HandoverTableDataset(str(self.job_table(stage)))
             datasets[f"{stage}.run_dir"] = RunDirectoryDataset(str(self.root / f"{stage}_training"))
             datasets[f"{stage}.model"] = ModelDirDataset(str(self.root / stage), optional=True)
         return datasets
@@ -103,10 +113,10 @@ def chain(tmp_path_factory) -> Chain:
                      "text_embeddings_previous": EmbeddingCacheDataset(str(root / "text_embeddings")),
                      "params:text_embedding": MemoryDataset(params["text_embedding"])}),
     )  # fmt: skip
-    vae = params["vae_training"]["model"]  # conf/local's VAE, randomly initialised
-    save_vae_weights(build_vae(vae["type"], **vae["config"]), root / "vae_export")
+    vae = params["vae_training"].model  # conf/local's VAE, randomly initialised
+    save_vae_weights(build_vae(vae.type, **vae.config), root / "vae_export")
     export = {"weights": str(root / "vae_export" / "model.safetensors"),
-              "config": {"type": vae["type"], "config": vae["config"]}}  # fmt: skip
+              "config": {"type": vae.type, "config": vae.config}}  # fmt: skip
     ModelDirDataset(str(root / "vae")).save(export)
     return chain
 

@@ -13,12 +13,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from opensora_kedro.quality.clip_scores import (
-    AestheticHead,
-    QualityScorer,
-    QualitySettings,
-    load_aesthetic_head,
-)
+from opensora_kedro.quality.clip_scores import AestheticHead, QualityScorer, load_aesthetic_head
+from opensora_kedro.quality.params import QualityParams
 from opensora_kedro.quality.tiny_models import build_tiny_aesthetic_head, build_tiny_clip
 from opensora_kedro.video.codec import encode_image, encode_mp4
 from opensora_kedro.video.decode import read_frames, sample_frames
@@ -50,7 +46,7 @@ def media(tmp_path_factory) -> dict:
 
 def _scorer(media: dict, **overrides) -> QualityScorer:
     settings = {"clip_model": media["clip"], "aesthetic_head": media["head"], **overrides}
-    return QualityScorer(QualitySettings(**settings))
+    return QualityScorer(QualityParams(**settings))
 
 
 def _scores(results: list[dict]) -> np.ndarray:
@@ -178,7 +174,7 @@ def test_the_scorer_pickles_before_and_after_loading(media):
 
 def test_a_bad_model_folder_fails_at_setup(tmp_path, media):
     with pytest.raises(FileNotFoundError, match="CLIP model folder .* does not exist"):
-        QualityScorer(QualitySettings(str(tmp_path / "nothing")))(media["rows"][:1])
+        QualityScorer(QualityParams(clip_model=str(tmp_path / "nothing")))(media["rows"][:1])
 
 
 def _digest(path: Path) -> str:

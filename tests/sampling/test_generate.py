@@ -12,23 +12,26 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from opensora_kedro.config.schemas.inference import InferenceParams
+from opensora_kedro.models.loading import TextEncoders, load_generation_models
 from opensora_kedro.models.mmdit import build_mmdit
 from opensora_kedro.models.vae.registry import build_vae, save_vae_weights
 from opensora_kedro.sampling.generate import (
-    SamplingSettings,
-    check_num_frames,
-    final_prompts,
     fit_image,
     generate,
     generate_images,
     generate_latents,
     generate_t2i2v,
-    sample_seeds,
     save_sample,
+)
+from opensora_kedro.sampling.references import encode_frames
+from opensora_kedro.sampling.settings import (
+    SamplingSettings,
+    check_num_frames,
+    final_prompts,
+    sample_seeds,
     target_size,
 )
-from opensora_kedro.sampling.loading import TextEncoders, load_generation_models
-from opensora_kedro.sampling.references import encode_frames
 from opensora_kedro.text.embedder import TextEmbedder
 from opensora_kedro.video.codec import encode_image
 from opensora_kedro.video.decode import read_frames
@@ -81,23 +84,31 @@ def vae():
 # --------------------------------------------------------------------------- settings
 
 
-def test_settings_from_params() -> None:
+def inference_params(fields: dict) -> InferenceParams:
+    """An ``inference`` group of ``fields`` (the models it names are not loaded here)."""
+    encoder = {"from_pretrained": "encoder", "max_length": MAX_LENGTH}
+    required = {"model": {}, "ae": {"type": "tiny_vae"}, "t5": encoder, "clip": encoder,
+                "sampling_option": {}}  # fmt: skip
+    return InferenceParams.model_validate({**required, **fields})
+
+
+def test_settings_from_inference_params() -> None:
     params = {
         "seed": 7, "batch_size": 2, "cond_type": "i2v_head", "motion_score": "5",
-        "fps_save": 16, "dtype": "auto", "model": {"patch_size": 1}, "unknown": 1,
+        "fps_save": 16, "dtype": "fp32", "model": {"patch_size": 1},
         "sampling_option": {"resolution": "96px", "num_frames": 17, "seed": None,
                             "guidance": 5.0, "method": "i2v"},
     }  # fmt: skip
-    settings = SamplingSettings.from_params(params)
+    settings = SamplingSettings.from_inference(inference_params(params))
     assert (settings.seed, settings.batch_size, settings.cond_type) == (7, 2, "i2v_head")
     assert (settings.resolution, settings.num_frames, settings.guidance) == ("96px", 17, 5.0)
     assert (settings.patch_size, settings.fps_save, settings.motion_score) == (1, 16, "5")
     params["sampling_option"]["seed"] = 3
-    assert SamplingSettings.from_params(params).seed == 3
+    assert SamplingSettings.from_inference(inference_params(params)).seed == 3
     assert sample_seeds(settings, 2, sample_index=1) == [8, 8]
     params["sampling_option"]["num_frames"] = 16
     with pytest.raises(ValueError, match="4k\\+1"):
-        SamplingSettings.from_params(params)
+        SamplingSettings.from_inference(inference_params(params))
 
 
 def test_check_num_frames() -> None:
@@ -239,6 +250,7 @@ def _export(tmp_path: Path, folders) -> dict:
     }
     return {
         "dtype": "fp32",
+        "sampling_option": {},
         "model": {"type": "flux", "from_pretrained": "diffusion", "cond_embed": True,
                   "use_liger_rope": False, "strict_load": False, **structure},
         "ae": {"type": "tiny_vae", "from_pretrained": "vae", "latent_channels": 4},
@@ -252,17 +264,17 @@ def _export(tmp_path: Path, folders) -> dict:
 
 def test_load_generation_models(tmp_path, folders) -> None:
     params = _export(tmp_path, folders)
-    models = load_generation_models(params, "cpu", base_dir=tmp_path)
+    models = load_generation_models(InferenceParams.model_validate(params), "cpu", tmp_path)
     assert models.model.config.cond_embed and not models.model.cond_in.weight.any()
     assert models.image_model is not None and not models.image_model.config.cond_embed
     assert models.vae.latent_channels == 4 and models.image_vae is not None
     assert models.encoders.embed(["a"])[0].shape == (1, MAX_LENGTH, 64)
     params["model"]["hidden_size"], params["model"]["axes_dim"] = 128, [16, 24, 24]
     with pytest.raises(ValueError, match="differ from"):
-        load_generation_models(params, "cpu", base_dir=tmp_path)
+        load_generation_models(InferenceParams.model_validate(params), "cpu", tmp_path)
     params["model"]["from_pretrained"] = "nowhere"
     with pytest.raises(FileNotFoundError, match="no diffusion model weights"):
-        load_generation_models(params, "cpu", base_dir=tmp_path)
+        load_generation_models(InferenceParams.model_validate(params), "cpu", tmp_path)
 
 
 def test_save_sample_is_atomic_and_complete(tmp_path) -> None:
@@ -293,7 +305,7 @@ def test_t2i2v_from_flux_format_image_files(tmp_path, folders, model, vae, encod
     }
     params["img_flux_ae"] = {"type": "tiny_autoencoder_2d", "from_pretrained": "flux1-dev-ae.safetensors",
                              "in_channels": 3, "out_ch": 3, "z_channels": 4}  # fmt: skip
-    models = load_generation_models(params, "cpu", base_dir=tmp_path)
+    models = load_generation_models(InferenceParams.model_validate(params), "cpu", tmp_path)
     assert models.image_model.config.guidance_embed and models.image_vae.spatial_compression == 8
     settings = dataclasses.replace(SETTINGS, use_t2i2v=True, img_resolution="48px")
     videos, images = generate_t2i2v(model, vae, models.image_model, models.image_vae, encoders,

@@ -8,6 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from opensora_kedro.diffusion.rectified_flow import (
+    INFERENCE_CONDITION_TYPES,
+    condition_frames,
+    sample_condition_types,
+)
 from opensora_kedro.models.vae.registry import build_vae
 from opensora_kedro.sampling.references import (
     ReferenceReadError,
@@ -18,11 +23,6 @@ from opensora_kedro.sampling.references import (
     load_references,
     read_reference,
     select_frames,
-)
-from opensora_kedro.training.rectified_flow import (
-    INFERENCE_CONDITION_TYPES,
-    condition_frames,
-    sample_condition_types,
 )
 from opensora_kedro.video.codec import encode_image
 from opensora_kedro.video.probe import ProbeError

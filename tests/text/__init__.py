@@ -9,7 +9,8 @@ from pathlib import Path
 import torch
 
 from opensora_kedro.text.embedder import EncoderSpec, prepare_encoder
-from opensora_kedro.text.tiny_encoders import TinyEncoderConfig, build_tiny_encoder
+from opensora_kedro.text.params import EmbeddingEncoderParams, TinyEncoderParams
+from opensora_kedro.text.tiny_encoders import build_tiny_encoder
 
 CAPTIONS = [
     "a red circle moving left 24 FPS, 3 motion score.",
@@ -22,16 +23,21 @@ MAX_LENGTH = 16
 
 def build_encoders(folder: Path, captions=CAPTIONS, seed: int = 0) -> dict[str, Path]:
     """Both tiny encoders under ``folder`` (``t5/``, ``clip/``)."""
-    config = TinyEncoderConfig(seed=seed)
+    config = TinyEncoderParams(seed=seed)
     return {
         role: build_tiny_encoder(role, captions, folder / role, config) for role in ("t5", "clip")
     }
 
 
+def encoder(path: Path, max_length: int = MAX_LENGTH, **options) -> EmbeddingEncoderParams:
+    """The ``text_embedding.<role>`` settings of the encoder in ``path``."""
+    return EmbeddingEncoderParams(from_pretrained=str(path), max_length=max_length, **options)
+
+
 def specs(folders: dict[str, Path], max_length: int = MAX_LENGTH) -> dict[str, EncoderSpec]:
     """Encoder specs (fp32, CPU) of built encoders."""
     return {
-        role: prepare_encoder(role, str(path), max_length, "fp32", device="cpu")
+        role: prepare_encoder(role, encoder(path, max_length), "fp32", device="cpu")
         for role, path in folders.items()
     }
 

@@ -6,6 +6,7 @@ import pickle
 import pytest
 import torch
 
+from opensora_kedro.config.schemas.text import TextEmbeddingParams
 from opensora_kedro.hashing import caption_hash
 from opensora_kedro.text import embedder as embedder_module
 from opensora_kedro.text.cache import (
@@ -161,6 +162,14 @@ def forward_passes(monkeypatch):
     return calls
 
 
+# The run settings embed_plan reads (the encoders it runs are the specs each test passes).
+RUN = TextEmbeddingParams(
+    t5={"from_pretrained": "unused", "max_length": 16},
+    clip={"from_pretrained": "unused", "max_length": 16},
+    device="cpu", batch_size=8, shard_max_mb=0.01, progress=False,
+)  # fmt: skip
+
+
 def _run(root, encoders, texts):
     """One pipeline run's worth of library calls; returns the plan."""
     plan = plan_updates(
@@ -168,7 +177,7 @@ def _run(root, encoders, texts):
         EmbeddingCache.open(root),
         {r: s.slot for r, s in encoders.items()},
     )
-    for update in embed_plan(plan, encoders, device="cpu", batch_size=8, shard_max_mb=0.01):
+    for update in embed_plan(plan, encoders, RUN):
         write_update(root, update)
     return plan
 

@@ -11,7 +11,7 @@ from opensora_kedro.text.embedder import (
     resolve_dtype,
     rows_per_shard,
 )
-from tests.text import CAPTIONS, MAX_LENGTH, build_encoders, one_torch_thread, specs
+from tests.text import CAPTIONS, MAX_LENGTH, build_encoders, encoder, one_torch_thread, specs
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -76,7 +76,7 @@ def test_encoder_identity(folders, tmp_path):
     assert specs(folders) == base  # stable
     assert specs(folders, max_length=8)["t5"].slot.encoder_id == base["t5"].slot.encoder_id
     assert specs(folders, max_length=8)["t5"].slot.id != base["t5"].slot.id
-    bf16 = prepare_encoder("t5", str(folders["t5"]), MAX_LENGTH, "bf16")
+    bf16 = prepare_encoder("t5", encoder(folders["t5"]), "bf16")
     assert bf16.slot.encoder_id != base["t5"].slot.encoder_id and bf16.slot.dtype == "bfloat16"
     reseeded = specs(build_encoders(tmp_path, seed=1))  # same configs, other weights
     assert reseeded["t5"].slot.encoder_id != base["t5"].slot.encoder_id
@@ -85,7 +85,7 @@ def test_encoder_identity(folders, tmp_path):
 
 def test_missing_encoder_names_the_path(tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere/t5.*local_files_only is true"):
-        prepare_encoder("t5", str(tmp_path / "nowhere/t5"), 16, "fp32", local_files_only=True)
+        prepare_encoder("t5", encoder(tmp_path / "nowhere/t5", 16, local_files_only=True), "fp32")
 
 
 def test_embed_missing_yields_shards(folders):

@@ -6,7 +6,8 @@ from transformers import CLIPTextModel, CLIPTokenizer, T5EncoderModel, T5Tokeniz
 
 from opensora_kedro.evaluation.text_encoders import demo_caption_split, nearest_class_mean_accuracy
 from opensora_kedro.text.embedder import TextEmbedder, files_fingerprint
-from opensora_kedro.text.tiny_encoders import TinyEncoderConfig, build_tiny_encoder
+from opensora_kedro.text.params import TinyEncoderParams
+from opensora_kedro.text.tiny_encoders import build_tiny_encoder
 from opensora_kedro.video.render import COLOURS, SHAPES
 from tests.text import CAPTIONS, build_encoders, one_torch_thread
 
@@ -71,7 +72,7 @@ def test_never_builds_over_an_existing_folder(tmp_path):
     (tmp_path / "t5").mkdir()
     (tmp_path / "t5" / "mine.txt").write_text("keep")
     with pytest.raises(FileExistsError):
-        build_tiny_encoder("t5", CAPTIONS, tmp_path / "t5", TinyEncoderConfig())
+        build_tiny_encoder("t5", CAPTIONS, tmp_path / "t5", TinyEncoderParams())
     assert (tmp_path / "t5" / "mine.txt").read_text() == "keep"
     assert [p.name for p in tmp_path.iterdir()] == ["t5"]  # no staging folder left
 

@@ -3,8 +3,10 @@
 import pytest
 import torch
 import yaml
+from pydantic import TypeAdapter
 
 from opensora_kedro.config.resolve import resolve_parameters
+from opensora_kedro.params import BucketConfigTree
 from opensora_kedro.training.batch_probe import (
     LatentGeometry,
     ProbeSettings,
@@ -22,13 +24,13 @@ GIB = 2**30
 # Hunyuan VAE (8x space, 4x time, causal, 16 channels), patch 2, 512 T5 tokens: Open-Sora's.
 OPEN_SORA = LatentGeometry(spatial=8, temporal=4, causal=True, patch=2, channels=16,
                            text_tokens=512)  # fmt: skip
-STAGE1 = {
-    "_delete_": True,
+# A stage's bucket_config as the schema hands it over (validated: int keys, tuple entries).
+STAGE1 = TypeAdapter(BucketConfigTree).validate_python({
     "256px": {1: [1.0, 45], 5: [1.0, 12], 33: [1.0, 12], 65: [1.0, 6], 97: [1.0, 4],
               129: [1.0, 3]},
     "768px": {1: [0.5, 13]},
     "1024px": {1: [[0.5, 0.2], 7]},
-}  # fmt: skip
+})  # fmt: skip
 
 
 class MemoryModel:
@@ -194,15 +196,14 @@ def test_the_written_bucket_config_is_a_valid_env_file():
     assert text.startswith("# probed on a memory model\n")
     layer = yaml.safe_load(text)
     layers = [*project_layers("gpu"), ("conf/gpu/parameters_diffusion_stage1_probed.yml", layer)]
-    params = resolve_parameters(layers, hardware=CPU).params
-    stage = params["diffusion_stage1"]
-    assert stage["batch_size_scale"] == 1.0
+    stage = resolve_parameters(layers, hardware=CPU).models["diffusion_stage1"]
+    assert stage.batch_size_scale == 1.0
     found = {(r.resolution, r.num_frames): r.batch for r in results}
-    resolved = {(res, t): entry[1] for res, entries in stage["bucket_config"].items()
+    resolved = {(res, t): entry[1] for res, entries in stage.bucket_config.items()
                 for t, entry in entries.items()}  # fmt: skip
     assert resolved == found  # replaced (_delete_), not merged into the env's own buckets
-    assert stage["bucket_config"]["1024px"][1][0] == (0.5, 0.2)  # probabilities kept
-    assert stage["bucket_config"]["768px"][1][0] == 0.5
+    assert stage.bucket_config["1024px"][1][0] == (0.5, 0.2)  # probabilities kept
+    assert stage.bucket_config["768px"][1][0] == 0.5
 
 
 def test_nothing_fitting_writes_nothing():

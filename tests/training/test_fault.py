@@ -7,13 +7,14 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict
 
 import pytest
 
-from opensora_kedro.training.launcher import JobSpec, launch
+from opensora_kedro.runtime.launcher import JobSpec, launch
+from opensora_kedro.runtime.params import LauncherParams
 from tests.conftest import PROJECT_ROOT
 from tests.training.test_loop import PARAMS
+from tests.training.toy_job import ToyParams, run
 
 FAULT = {**PARAMS, "max_steps": 40, "ckpt_every": 3, "log_every": 1, "step_sleep": 0.01}
 
@@ -21,13 +22,13 @@ FAULT = {**PARAMS, "max_steps": 40, "ckpt_every": 3, "log_every": 1, "step_sleep
 def _start(spec: JobSpec) -> subprocess.Popen:
     spec.job_dir.mkdir(parents=True, exist_ok=True)
     path = spec.job_dir / "spec.json"
-    path.write_text(json.dumps(asdict(spec)))
+    path.write_text(spec.model_dump_json())
     # this checkout's code, not whichever copy the environment has installed
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT), str(PROJECT_ROOT / "src")]),
     }
-    command = [sys.executable, "-m", "opensora_kedro.training.worker", "--spec", str(path)]
+    command = [sys.executable, "-m", "opensora_kedro.runtime.worker", "--spec", str(path)]
     return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -44,11 +45,12 @@ def _kill_when(process: subprocess.Popen, ready, timeout: float = 120) -> None:
 @pytest.mark.parametrize("moment", ["between_checkpoints", "during_a_checkpoint_write"])
 def test_killed_run_resumes_exactly(tmp_path, moment):
     whole = launch(
-        JobSpec("tests.training.toy_job:run", FAULT, str(tmp_path / "whole")), {"type": "inprocess"}
+        JobSpec[ToyParams](entry=run, params=FAULT, output_dir=str(tmp_path / "whole")),
+        LauncherParams(),
     )
     losses = {entry["step"]: entry["loss"] for entry in whole["history"]}
 
-    spec = JobSpec("tests.training.toy_job:run", FAULT, str(tmp_path / "killed"))
+    spec = JobSpec[ToyParams](entry=run, params=FAULT, output_dir=str(tmp_path / "killed"))
     checkpoints = tmp_path / "killed" / "checkpoints"
     process = _start(spec)
     if moment == "between_checkpoints":
@@ -59,7 +61,7 @@ def test_killed_run_resumes_exactly(tmp_path, moment):
     survivors = sorted(p.name for p in checkpoints.iterdir() if p.name.startswith("step-"))
     assert survivors and "step-00000040" not in survivors
 
-    resumed = launch(spec, {"type": "inprocess"})
+    resumed = launch(spec, LauncherParams())
     first = resumed["history"][0]["step"]
     assert f"step-{first - 1:08d}" == survivors[-1]  # from the last complete checkpoint
     assert {e["step"]: e["loss"] for e in resumed["history"]} == {

@@ -4,7 +4,9 @@ import json
 
 import pytest
 
-from opensora_kedro.training.launcher import JobSpec, launch
+from opensora_kedro.runtime.launcher import JobSpec, launch
+from opensora_kedro.runtime.params import LauncherParams
+from tests.training import toy_job
 
 PARAMS = {
     "seed": 3, "epochs": 100, "max_steps": 8, "accumulation_steps": 2, "grad_clip": 1.0,
@@ -13,14 +15,12 @@ PARAMS = {
     "optim": {"cls": "HybridAdam", "lr": 1e-2, "eps": 1e-8, "weight_decay": 0.0,
               "adamw_mode": True, "betas": (0.9, 0.999)},
 }  # fmt: skip
-INPROCESS = {"type": "inprocess"}
+INPROCESS = LauncherParams(type="inprocess")
 
 
 def _run(tmp_path, name, **params):
-    spec = JobSpec(
-        entry="tests.training.toy_job:run",
-        params={**PARAMS, **params},
-        output_dir=str(tmp_path / name),
+    spec = JobSpec[toy_job.ToyParams](
+        entry=toy_job.run, params={**PARAMS, **params}, output_dir=str(tmp_path / name)
     )
     return launch(spec, INPROCESS)
 
@@ -51,11 +51,8 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path):
 
 def test_resume_can_be_turned_off(tmp_path):
     _run(tmp_path, "a", max_steps=4)
-    spec = JobSpec(
-        entry="tests.training.toy_job:run",
-        params=PARAMS,
-        output_dir=str(tmp_path / "a"),
-        resume=False,
+    spec = JobSpec[toy_job.ToyParams](
+        entry=toy_job.run, params={**PARAMS, "resume": False}, output_dir=str(tmp_path / "a")
     )
     result = launch(spec, INPROCESS)
     assert [h["step"] for h in result["history"]][0] == 1
@@ -86,21 +83,20 @@ def test_compile_compiles_the_model_in_place(tmp_path, monkeypatch):
 def _trainer(tmp_path, fingerprint, **params):
     from pathlib import Path
 
+    from opensora_kedro.runtime.tracking import MetricsLogger
     from opensora_kedro.training.loop import Trainer
-    from opensora_kedro.training.loop_settings import LoopSettings
-    from opensora_kedro.training.tracking import MetricsLogger
-    from tests.training.toy_job import ToyTask
+    from tests.training.toy_job import ToyParams, ToyTask
 
-    settings = LoopSettings.from_params({**PARAMS, **params})
-    trainer = Trainer(ToyTask({**PARAMS, **params}), settings, Path(tmp_path),
+    settings = ToyParams(**{**PARAMS, **params})
+    trainer = Trainer(ToyTask(settings), settings, Path(tmp_path),
                       MetricsLogger(None, None, "toy.", True))  # fmt: skip
     trainer.data_fingerprint = fingerprint
     return trainer
 
 
 def test_a_resume_on_a_changed_training_table_stops_and_says_how_to_go_on(tmp_path):
+    from opensora_kedro.runtime.distributed import process_group
     from opensora_kedro.training.checkpoint import TrainingDataChangedError
-    from opensora_kedro.training.distributed import process_group
 
     with process_group():
         _trainer(tmp_path, "table-a", max_steps=2).fit()
@@ -112,8 +108,8 @@ def test_a_resume_on_a_changed_training_table_stops_and_says_how_to_go_on(tmp_pa
 
 
 def test_a_resume_into_another_model_stops_and_says_how_to_go_on(tmp_path):
+    from opensora_kedro.runtime.distributed import process_group
     from opensora_kedro.training.checkpoint import CheckpointModelMismatchError
-    from opensora_kedro.training.distributed import process_group
 
     with process_group():
         _trainer(tmp_path, "table", max_steps=2).fit()
@@ -199,9 +195,12 @@ def test_mixed_precision_resumes_exactly_from_the_masters(tmp_path):
 
 
 def test_log_every_left_unset_draws_about_a_hundred_points():
-    from opensora_kedro.training.loop_settings import effective_log_every
+    from tests.training.toy_job import ToyParams
 
-    assert effective_log_every({"log_every": None, "max_steps": 2000}) == 20
-    assert effective_log_every({"log_every": None, "max_steps": 40}) == 1
-    assert effective_log_every({"log_every": None, "max_steps": None}) == 10
-    assert effective_log_every({"log_every": 7, "max_steps": 2000}) == 7
+    def interval(log_every, max_steps):
+        return ToyParams(**{**PARAMS, "log_every": log_every, "max_steps": max_steps}).log_interval
+
+    assert interval(None, 2000) == 20
+    assert interval(None, 40) == 1
+    assert interval(None, None) == 10
+    assert interval(7, 2000) == 7

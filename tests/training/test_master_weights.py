@@ -8,7 +8,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from opensora_kedro.training.distributed import free_port
+from opensora_kedro.runtime.distributed import free_port
 from opensora_kedro.training.ema import create_ema_model, sync_ema_shards, update_ema
 from opensora_kedro.training.master_weights import load_masters, model_state, zero_shard
 

@@ -7,18 +7,18 @@ import pytest
 import torch
 
 from opensora_kedro.config.resolve import resolve_parameters
+from opensora_kedro.config.schemas.diffusion import DiffusionStageParams
+from opensora_kedro.runtime.distributed import process_group
+from opensora_kedro.runtime.tracking import MetricsLogger
 from opensora_kedro.training.batch_probe import probe_buckets
-from opensora_kedro.training.distributed import process_group
 from opensora_kedro.training.loop import Trainer
-from opensora_kedro.training.loop_settings import LoopSettings
 from opensora_kedro.training.probe_trial import RandomLatentTask, stage_geometry
-from opensora_kedro.training.tracking import MetricsLogger
 from tests.config.conftest import CPU, project_layers
 
 
-def stage(env: str, name: str, params: dict | None = None) -> dict:
+def stage(env: str, name: str, params: dict | None = None) -> DiffusionStageParams:
     layers = project_layers(env, params)
-    return {**resolve_parameters(layers, hardware=CPU).params[name], "name": name}
+    return resolve_parameters(layers, hardware=CPU).models[name]
 
 
 def test_open_sora_stage1_geometry_is_the_hunyuan_vae_and_t5():
@@ -38,11 +38,13 @@ def test_one_training_step_per_bucket_shape_on_the_stage_model(tmp_path):
     # cond_embed: the i2v stages' extra input is fed too
     params = stage("gpu", "diffusion_stage1", {"diffusion_stage1": {"model": {"cond_embed": True}}})
     # A CPU runs the stage as conf/local does: no ZeRO, no HybridAdam kernel, fp32.
-    params = {**params, "plugin": "ddp", "dtype": "fp32", "max_steps": None, "compile": False}
-    buckets = probe_buckets(params["bucket_config"], stage_geometry(params))
+    params = params.model_copy(
+        update={"plugin": "ddp", "dtype": "fp32", "max_steps": None, "compile": False}
+    )
+    buckets = probe_buckets(params.bucket_config, stage_geometry(params))
     with process_group():
         trainer = Trainer(
-            RandomLatentTask(params), LoopSettings.from_params(params), tmp_path,
+            RandomLatentTask(params), params, tmp_path,
             MetricsLogger(None, None, "", enabled=False),
         )  # fmt: skip
         before = {k: v.clone() for k, v in trainer.module.state_dict().items()}

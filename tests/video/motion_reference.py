@@ -5,14 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from opensora_kedro.video.motion import (
-    FLOAT_TAPS,
-    INTEGER_TAPS,
-    EdgeRule,
-    MotionConfig,
-    mirror_index,
-    motion2_from_motion,
-)
+from opensora_kedro.video.motion import MotionConfig, motion2_from_motion
+from opensora_kedro.video.motion_kernel import FLOAT_TAPS, INTEGER_TAPS, EdgeRule, mirror_index
 
 
 def blur_integer(plane: np.ndarray, edge_rule: EdgeRule = "3.2") -> np.ndarray:

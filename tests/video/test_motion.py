@@ -11,16 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from opensora_kedro.video.luma import iter_luma
 from opensora_kedro.video.motion import (
-    INTEGER_TAPS,
     MotionAccumulator,
     MotionConfig,
-    iter_luma,
-    mirror_index,
     motion2_from_motion,
     motion_from_frames,
     motion_score,
 )
+from opensora_kedro.video.motion_kernel import INTEGER_TAPS, mirror_index
 from tests.conftest import gradient_frames, write_audio, write_video
 from tests.video.motion_reference import blur_float, blur_integer, clip_score, frame_motion
 
@@ -365,15 +364,6 @@ def test_frames_may_be_views_of_a_reused_buffer():
     result = motion_from_frames(frames(), per_frame=True)
     plain = [0.0] + [frame_motion(video[i - 1], video[i], MotionConfig()) for i in range(1, 7)]
     assert result.motion.tolist() == plain
-
-
-@needs_ffmpeg
-def test_iter_luma_reads_the_y_plane_without_range_conversion(references):
-    clip, _ = references["testsrc2"]
-    luma = next(iter_luma(clip))
-    assert luma.shape == (144, 256) and luma.dtype == np.uint8
-    # testsrc2's studio-range luma stays within 16..235 (a gray conversion would stretch it).
-    assert luma.min() >= 16 and luma.max() <= 235
 
 
 def test_bad_input_is_refused(tmp_path):

@@ -4,6 +4,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from opensora_kedro.config.schemas.data import DemoDataParams
 from opensora_kedro.video.codec import encode_image, encode_mp4
 from opensora_kedro.video.decode import read_frames
 from opensora_kedro.video.measure import dominant_colour, motion_direction
@@ -51,11 +52,11 @@ def test_rendering_is_deterministic_by_seed():
 def test_plan_is_deterministic_and_varied():
     kwargs = dict(
         num_clips=30, num_images=4, sizes=[(256, 144), (144, 256), (192, 192)],
-        fps_choices=[12, 24, 25, 30, 60], lengths=[1, 17, 65, 130], seed=0,
+        fps=[12, 24, 25, 30, 60], lengths=[1, 17, 65, 130], seed=0,
     )  # fmt: skip
-    plan = plan_demo_clips(**kwargs)
-    assert plan == plan_demo_clips(**kwargs)
-    assert plan != plan_demo_clips(**{**kwargs, "seed": 1})
+    plan = plan_demo_clips(DemoDataParams(**kwargs))
+    assert plan == plan_demo_clips(DemoDataParams(**kwargs))
+    assert plan != plan_demo_clips(DemoDataParams(**{**kwargs, "seed": 1}))
     videos = [spec for spec in plan if spec.suffix == ".mp4"]
     stills = [spec for spec in plan if spec.suffix != ".mp4"]
     assert len(videos) == 30 and {spec.suffix for spec in stills} == {".png", ".jpg"}
@@ -67,8 +68,9 @@ def test_plan_is_deterministic_and_varied():
 
 
 def test_held_out_combinations_are_never_rendered_but_their_parts_are():
-    plan = plan_demo_clips(num_clips=180, num_images=4, sizes=[(64, 64)], fps_choices=[24],
-                           lengths=[1, 9, 17], seed=0, held_out_every=3)  # fmt: skip
+    params = DemoDataParams(num_clips=180, num_images=4, sizes=[(64, 64)], fps=[24],
+                            lengths=[1, 9, 17], seed=0, held_out_every=3)  # fmt: skip
+    plan = plan_demo_clips(params)
     rendered = {(spec.colour, spec.shape, spec.direction) for spec in plan}
     every = set(itertools.product(COLOURS, SHAPES, DIRECTIONS))
     held = {combo for combo in every if is_held_out(*combo, 3)}
@@ -79,8 +81,9 @@ def test_held_out_combinations_are_never_rendered_but_their_parts_are():
     counts = Counter(spec.colour for spec in plan)
     assert max(counts.values()) - min(counts.values()) <= 2
     # Nothing held out: the plan is the one every combination cycles through.
-    assert plan_demo_clips(30, 4, [(64, 64)], [24], [1, 9], 0) == plan_demo_clips(
-        30, 4, [(64, 64)], [24], [1, 9], 0, held_out_every=0
+    unset = dict(num_clips=30, num_images=4, sizes=[(64, 64)], fps=[24], lengths=[1, 9], seed=0)
+    assert plan_demo_clips(DemoDataParams(**unset)) == plan_demo_clips(
+        DemoDataParams(**unset, held_out_every=0)
     )
     assert not any(is_held_out(*combo, 0) for combo in every)
 

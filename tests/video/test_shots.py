@@ -6,6 +6,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
+from opensora_kedro.data.params import ShotParams
 from opensora_kedro.video.codec import encode_image, encode_mp4
 from opensora_kedro.video.decode import read_frames
 from opensora_kedro.video.render import (
@@ -15,7 +16,6 @@ from opensora_kedro.video.render import (
     render_shot_sequence,
 )
 from opensora_kedro.video.shots import (
-    ShotSettings,
     ShotSplitter,
     apply_length_rules,
     cut_shot,
@@ -30,7 +30,7 @@ LOOKS = [
     ("yellow", "triangle", "right", (20, 90, 110)),
 ]
 # Rules off, short shots allowed: what detection finds is what gets cut.
-NO_RULES = ShotSettings(min_scene_frames=5, min_seconds=None, max_seconds=None)
+NO_RULES = ShotParams(detector="content", min_scene_frames=5, min_seconds=None, max_seconds=None)
 
 
 def shot_frames(lengths: list[int], fps: float = 24) -> np.ndarray:
@@ -78,14 +78,14 @@ def test_shot_sequence_is_its_clips_in_order_and_default_background_is_unchanged
 @pytest.mark.parametrize("detector", ["content", "adaptive"])
 def test_detected_cuts_are_the_rendered_boundaries(tmp_path, detector):
     path = shot_video(tmp_path, [20, 20, 20])
-    ranges, fps = detect_shots(path, ShotSettings(detector=detector))
+    ranges, fps = detect_shots(path, ShotParams(detector=detector))
     assert ranges == [(0, 20), (20, 40), (40, 60)]
     assert fps == 24.0
 
 
 def test_a_video_without_a_cut_is_one_range(tmp_path):
     path = shot_video(tmp_path, [30])
-    assert detect_shots(path, ShotSettings()) == ([(0, 30)], 24.0)
+    assert detect_shots(path, ShotParams(detector="content")) == ([(0, 30)], 24.0)
 
 
 def test_cuts_of_a_variable_frame_rate_video_are_decode_indices(tmp_path):
@@ -93,7 +93,7 @@ def test_cuts_of_a_variable_frame_rate_video_are_decode_indices(tmp_path):
     frames = shot_frames([20, 20, 20])
     pts = np.cumsum([0] + [2 if i % 3 == 0 else 1 for i in range(59)]).tolist()
     path = write_video(tmp_path / "vfr.mp4", frames, fps=24, pts=pts, time_base=Fraction(1, 24))
-    ranges, fps = detect_shots(path, ShotSettings())
+    ranges, fps = detect_shots(path, ShotParams(detector="content"))
     assert ranges == [(0, 20), (20, 40), (40, 60)]
     assert fps == pytest.approx(24 * 59 / pts[-1], rel=0.02)  # the average rate
 
@@ -102,7 +102,7 @@ def test_cuts_of_a_variable_frame_rate_video_are_decode_indices(tmp_path):
 
 
 def test_short_shots_are_dropped_and_long_ones_keep_their_beginning():
-    settings = ShotSettings(min_seconds=2.0, max_seconds=15.0)
+    settings = ShotParams(detector="content", min_seconds=2.0, max_seconds=15.0)
     ranges = [(0, 47), (47, 95), (95, 455), (455, 900)]  # 1.96 s, 2.0 s, 15.0 s, 18.5 s at 24
     kept, dropped = apply_length_rules(ranges, 24.0, settings)
     assert kept == [(47, 95), (95, 455), (455, 815)]
@@ -112,20 +112,24 @@ def test_short_shots_are_dropped_and_long_ones_keep_their_beginning():
 def test_length_rules_switched_off_keep_everything():
     ranges = [(0, 3), (3, 10_000)]
     assert apply_length_rules(ranges, 30.0, NO_RULES) == (ranges, [])
-    only_max = ShotSettings(min_seconds=None, max_seconds=1.0)
+    only_max = ShotParams(detector="content", min_seconds=None, max_seconds=1.0)
     assert apply_length_rules(ranges, 29.97, only_max) == ([(0, 3), (3, 33)], [((33, 10_000),
                                                                                   "shot_too_long")])  # fmt: skip
     with pytest.raises(ValueError, match="fps"):
         apply_length_rules(ranges, 0.0, only_max)
 
 
-@pytest.mark.parametrize(
-    "bad",
-    [{"detector": "histogram"}, {"min_seconds": 20.0}, {"crf": 60}, {"min_scene_frames": 0}],
-)
+@pytest.mark.parametrize("bad", [{"detector": "histogram"}, {"crf": 60}, {"min_scene_frames": 0}])
 def test_bad_settings_fail_at_setup(bad):
-    with pytest.raises(ValueError):
-        ShotSettings(**bad)
+    with pytest.raises(ValueError):  # pydantic's ValidationError: the config loader's check
+        ShotParams(**bad)
+
+
+def test_rules_across_settings_fail_before_any_video(tmp_path):
+    (issue,) = ShotParams(min_seconds=20.0).all_cross_checks({})  # above max_seconds 15
+    assert issue[0] == ("min_seconds",)
+    with pytest.raises(ValueError, match="greater than 0"):  # would keep no frame of a shot
+        ShotParams(max_seconds=0.0)
 
 
 # --- cutting ------------------------------------------------------------------------------
@@ -158,7 +162,8 @@ def test_a_range_past_the_end_writes_nothing(tmp_path):
 
 def test_splitter_cuts_kept_shots_and_records_dropped_ones(tmp_path):
     source = shot_video(tmp_path, [30, 10, 40])
-    settings = ShotSettings(min_scene_frames=5, min_seconds=0.5, max_seconds=1.25)
+    settings = ShotParams(detector="content", min_scene_frames=5, min_seconds=0.5,
+                          max_seconds=1.25)  # fmt: skip
     (result,) = ShotSplitter(settings, tmp_path / "shots")([row(source, 80)])
     folder = tmp_path / "shots" / "sub" / "multi"
     assert [s["clip_path"] for s in result["shots"]] == [str(folder / "shot-000.mp4"),
@@ -193,7 +198,7 @@ def test_a_single_shot_source_is_its_own_clip_and_stale_shots_go(tmp_path):
 
 def test_a_single_shot_over_max_seconds_is_cut_to_its_beginning(tmp_path):
     source = shot_video(tmp_path, [30])
-    settings = ShotSettings(min_seconds=None, max_seconds=1.0)
+    settings = ShotParams(detector="content", min_seconds=None, max_seconds=1.0)
     (result,) = ShotSplitter(settings, tmp_path / "shots")([row(source, 30)])
     (shot,) = result["shots"]
     assert shot["clip_path"] == str(tmp_path / "shots" / "sub" / "multi" / "shot-000.mp4")
@@ -208,7 +213,7 @@ def test_stills_pass_through_without_detection(tmp_path):
                                                           32, 32, 0.0, 1))[0], ".png"))  # fmt: skip
     not_a_video = tmp_path / "one.mp4"  # one frame: not even opened
     not_a_video.write_bytes(b"garbage")
-    splitter = ShotSplitter(ShotSettings(), tmp_path / "shots")
+    splitter = ShotSplitter(ShotParams(detector="content"), tmp_path / "shots")
     results = splitter([row(still, 1, "still", fps=float("nan")), row(not_a_video, 1, "one")])
     for result, path, end_s in zip(results, [still, not_a_video], [0.0, 1 / 24], strict=True):
         assert result["shots"] == [{"clip_path": str(path), "start_frame": 0, "end_frame": 1,

@@ -13,50 +13,22 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from opensora_kedro.video.decode import NoFramesError, sample_frames
 
+if TYPE_CHECKING:  # the schemas import torch, which this module does without
+    from opensora_kedro.captioning.params import CaptioningParams
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_PROMPT = "Describe this video in one sentence."
-
-
-@dataclass(frozen=True)
-class CaptionSettings:
-    """How clips are captioned.
-
-    - ``model``: a folder holding an image-text-to-text model and its processor, both saved
-      with ``save_pretrained`` (nothing is downloaded).
-    - ``prompt``: the instruction after the frames (default: Open-Sora's captioning request,
-      shortened to one sentence).
-    - ``frames``: frames sampled evenly over each clip, given as that many images in one prompt
-      (default 3; a still, or a clip shorter than that, gives each of its frames once). LLaVA
-      and LLaVA-NeXT take any number of ``<image>`` tokens in a turn (each is filled with its
-      image's features in order), though LLaVA-1.5 was trained on one; Qwen2-VL and
-      LLaVA-OneVision are trained on several.
-    - ``max_new_tokens``: the longest caption, in tokens (default 40).
-    - ``batch_size``: clips per ``generate`` call (default 4).
-    - ``device``: where the model runs (default ``"cpu"``; e.g. ``"cuda"``).
-    - ``dtype``: the model's weights (default ``"auto"``: as saved in the checkpoint).
-    """
-
-    model: str
-    prompt: str = DEFAULT_PROMPT
-    frames: int = 3
-    max_new_tokens: int = 40
-    batch_size: int = 4
-    device: str = "cpu"
-    dtype: str = "auto"
-
-    def __post_init__(self) -> None:
-        for name in ("frames", "max_new_tokens", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+# The settings stored with each caption (``captioning_settings``): a clip keeps its caption
+# while they are unchanged.
+CAPTION_SETTINGS = ("model", "prompt", "frames", "max_new_tokens", "batch_size", "device", "dtype")
 
 
 class ClipFailure(Exception):
@@ -85,15 +57,23 @@ class VlmCaptioner:
     """Captions clips: rows hold ``path`` and ``num_frames``; each gets back ``path``,
     ``caption`` and ``caption_model`` (the model folder's name), or a ``reason``.
 
+    ``params``: the model folder (an image-text-to-text model and its processor, saved with
+    ``save_pretrained``; nothing is downloaded), the prompt, the frames sampled evenly per clip
+    (given as that many images in one prompt; a still, or a clip shorter than that, gives each
+    of its frames once), the longest caption, the clips per ``generate`` call, the device and
+    the weights' dtype (``auto``: as saved). LLaVA and LLaVA-NeXT take any number of
+    ``<image>`` tokens in a turn (each is filled with its image's features in order), though
+    LLaVA-1.5 was trained on one; Qwen2-VL and LLaVA-OneVision are trained on several.
+
     Picklable before first use: the processor and model load on the first call, inside the
     worker that runs it (and are left out of a pickle taken afterwards).
     """
 
     uses_model = True
 
-    def __init__(self, settings: CaptionSettings) -> None:
-        self.settings = settings
-        self.model_name = Path(settings.model).name or str(settings.model)
+    def __init__(self, params: CaptioningParams) -> None:
+        self.params = params
+        self.model_name = Path(params.model).name or str(params.model)
         self._processor: Any = None
         self._model: Any = None
         self._lock = threading.Lock()
@@ -101,13 +81,13 @@ class VlmCaptioner:
     @property
     def batch_size(self) -> int:
         """Clips per call the engine should hand over: one ``generate`` batch."""
-        return self.settings.batch_size
+        return self.params.batch_size
 
     def __getstate__(self) -> dict:
-        return {"settings": self.settings, "model_name": self.model_name}
+        return {"params": self.params, "model_name": self.model_name}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["settings"])
+        self.__init__(state["params"])
 
     def load(self) -> None:
         """Load the processor and the model (once; a bad folder raises here)."""
@@ -116,22 +96,22 @@ class VlmCaptioner:
                 return
             from transformers import AutoModelForImageTextToText, AutoProcessor
 
-            folder = self.settings.model
+            folder = self.params.model
             if not Path(folder).is_dir():  # else transformers reads it as a hub repo id
                 raise FileNotFoundError(f"no VLM folder at {folder} (captioning.model)")
             processor = AutoProcessor.from_pretrained(folder, local_files_only=True)
             # Left padding: every row's prompt ends at the last column, where generation starts.
             processor.tokenizer.padding_side = "left"
             model = AutoModelForImageTextToText.from_pretrained(
-                folder, local_files_only=True, torch_dtype=self.settings.dtype
+                folder, local_files_only=True, torch_dtype=self.params.dtype
             )
-            self._processor, self._model = processor, model.to(self.settings.device).eval()
+            self._processor, self._model = processor, model.to(self.params.device).eval()
             logger.info("captioning with %s (%s) on %s", self.model_name,
-                        type(model).__name__, self.settings.device)  # fmt: skip
+                        type(model).__name__, self.params.device)  # fmt: skip
 
     def prompt_text(self, images: int) -> str:
         """The model's prompt for ``images`` frames and the instruction (its chat template)."""
-        content = [{"type": "image"}] * images + [{"type": "text", "text": self.settings.prompt}]
+        content = [{"type": "image"}] * images + [{"type": "text", "text": self.params.prompt}]
         conversation = [{"role": "user", "content": content}]
         return self._processor.apply_chat_template(conversation, add_generation_prompt=True)
 
@@ -149,7 +129,7 @@ class VlmCaptioner:
         )
         with torch.inference_mode():
             output = self._model.generate(
-                **inputs, max_new_tokens=self.settings.max_new_tokens, do_sample=False,
+                **inputs, max_new_tokens=self.params.max_new_tokens, do_sample=False,
                 pad_token_id=pad,
             )  # fmt: skip
         new_tokens = output[:, inputs["input_ids"].shape[1] :]  # the prompt ends there for all
@@ -177,14 +157,14 @@ class VlmCaptioner:
         ready: list[tuple[int, list[np.ndarray]]] = []
         for position, row in enumerate(rows):
             try:
-                frames = read_clip(row["path"], int(row["num_frames"]), self.settings.frames)
+                frames = read_clip(row["path"], int(row["num_frames"]), self.params.frames)
                 ready.append((position, frames))
             except ClipFailure as failure:
                 results[position] = _failure(row["path"], failure.reason, failure.detail)
             except (KeyError, TypeError, ValueError) as error:  # a row without a frame count
                 results[position] = _failure(row.get("path"), "bad_row",
                                              f"{type(error).__name__}: {error}")  # fmt: skip
-        size = self.settings.batch_size
+        size = self.params.batch_size
         for start in range(0, len(ready), size):
             chunk = ready[start : start + size]
             captions = self.caption_batch([frames for _, frames in chunk])

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from opensora_kedro.runtime.params import WorkerJobParams
 
 logger = logging.getLogger(__name__)
 
@@ -108,13 +111,15 @@ def agree(found: list[Hardware]) -> Hardware:
     )
 
 
-def resolve_on_workers(group: dict[str, Any], hardware: Hardware) -> dict[str, Any]:
-    """``group`` with its ``auto_on_workers`` keys resolved for ``hardware`` (the workers'),
+P = TypeVar("P", bound="WorkerJobParams")
+
+
+def resolve_on_workers(params: P, hardware: Hardware) -> P:
+    """``params`` with its ``auto_on_workers`` keys resolved for ``hardware`` (the workers'),
     logging each value that differs from the launching machine's."""
-    keys = group.get(AUTO_ON_WORKERS) or []
-    values = {key: RESOLVERS[key](hardware) for key in keys}
+    values = {key: RESOLVERS[key](hardware) for key in params.auto_on_workers}
     for key, value in values.items():
-        if value != group.get(key):
+        if value != getattr(params, key):
             logger.info("auto %s on the workers (%s): %r, not the launching machine's %r",
-                        key, hardware.name, value, group.get(key))  # fmt: skip
-    return {**group, **values}
+                        key, hardware.name, value, getattr(params, key))  # fmt: skip
+    return params.model_copy(update=values)

@@ -17,11 +17,12 @@ from typing import Any
 from opensora_kedro.config.errors import ConfigIssue
 from opensora_kedro.config.hardware import Hardware
 from opensora_kedro.config.merge import Sources
-from opensora_kedro.config.schemas.common import Params, plugin_needs_cuda
 from opensora_kedro.config.schemas.diffusion import DiffusionStageParams
 from opensora_kedro.config.schemas.vae import VaeTrainingParams
 from opensora_kedro.config.validate import source_of
 from opensora_kedro.files import resolve_path
+from opensora_kedro.params import Params
+from opensora_kedro.runtime.params import plugin_needs_cuda
 
 TRAINING_SCHEMAS = (DiffusionStageParams, VaeTrainingParams)
 
@@ -93,7 +94,7 @@ def _cuda_needs(models: dict[str, Params], groups: Iterable[str]) -> list[tuple[
         model = models.get(group)
         if not isinstance(model, TRAINING_SCHEMAS):
             continue
-        if plugin_needs_cuda(model.plugin, model.plugin_config.model_dump()):
+        if plugin_needs_cuda(model.plugin, model.plugin_config):
             needs.append(((group, "plugin"), model.plugin,
                           "ZeRO and model parallelism run only on CUDA GPUs"))  # fmt: skip
     return needs

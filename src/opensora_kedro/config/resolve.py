@@ -187,4 +187,5 @@ def resolve_parameters(
     for group, keys in autos.items():
         if getattr(schema_for(group), "RESOLVED_ON_WORKERS", False) and group in validated:
             validated[group][AUTO_ON_WORKERS] = keys
+            models[group] = models[group].model_copy(update={AUTO_ON_WORKERS: keys})
     return ResolvedParameters(validated, sources, models)

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ValidationError
 from opensora_kedro.config.errors import ConfigIssue
 from opensora_kedro.config.merge import Path, Sources
 from opensora_kedro.config.schemas import GROUPS, schema_for
-from opensora_kedro.config.schemas.common import Params
+from opensora_kedro.params import Params
 
 
 def source_of(sources: Sources, path: Path) -> str | None:

@@ -6,8 +6,12 @@ from __future__ import annotations
 import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from opensora_kedro.data.aspect import _check_compression, resolution_table
+
+if TYPE_CHECKING:  # annotation only: the schemas (and torch, via models.lora) stay unloaded here
+    from opensora_kedro.params import BucketConfigTree
 
 MERGE_DIRECTIVE = "_delete_"  # the config layer's "replace, don't merge" flag, not a resolution
 
@@ -116,7 +120,8 @@ def _parse_resolution(
 class BucketConfig:
     """A validated ``bucket_config``: resolutions by pixel count, descending.
 
-    Build it with :meth:`from_dict` from the plain YAML/Python shape
+    A training group's validated ``bucket_config`` becomes one with :meth:`from_tree`;
+    :meth:`from_dict` parses and checks the plain YAML/Python shape
     ``{res_name: {num_frames: (prob, batch_size)}}``, where ``prob`` is a float or a pair
     ``(p_keep_at_this_res, p_skip_to_shorter_t)``; keys may be ints or digit strings and
     values lists or tuples. A ``_delete_`` key (the config layer's merge flag) is ignored.
@@ -149,8 +154,52 @@ class BucketConfig:
         ]
         if not parsed:
             raise ValueError("bucket_config: no resolutions")
+        return cls._assemble(parsed, spatial_compression)
+
+    @classmethod
+    def from_tree(
+        cls, tree: BucketConfigTree, spatial_compression: int = 16, *, batch_size_scale: float = 1.0
+    ) -> BucketConfig:
+        """From a training group's validated ``bucket_config`` (``config.schemas``' tree: its
+        resolution names, int frame keys, probabilities and batch sizes already checked), with
+        every batch size multiplied by ``batch_size_scale`` (at least 1). Only the resolution
+        tables are computed here; nothing the schema checked is parsed again.
+
+        Raises:
+            ValueError: an empty config or resolution, or a resolution whose ratio is not in
+                the training table of ``spatial_compression``.
+        """
+        if not tree:
+            raise ValueError("bucket_config: no resolutions")
+        _check_compression(spatial_compression)
+        parsed = []
+        for name, entries in tree.items():
+            path = f"bucket_config.{name}"
+            if not entries:
+                raise ValueError(f"{path}: expected a non-empty mapping {{num_frames: (prob, "
+                                 "batch_size)}")  # fmt: skip
+            try:
+                total, table = resolution_table(name, spatial_compression, training=True)
+            except ValueError as error:
+                raise ValueError(f"{path}: {error}") from None
+            keys = []
+            for frames in sorted(entries, reverse=True):
+                prob, size = entries[frames]
+                keep, skip = (prob[0], prob[1]) if isinstance(prob, tuple | list) else (prob, None)
+                keys.append((frames, keep, skip, max(1, int(size * batch_size_scale))))
+            parsed.append((name, total, table, keys))
+        return cls._assemble(parsed, spatial_compression)
+
+    @classmethod
+    def _assemble(
+        cls,
+        parsed: list[tuple[str, int, dict[str, tuple[int, int]], list[tuple]]],
+        spatial_compression: int,
+    ) -> BucketConfig:
+        """``(name, pixels, ratio table, [(frames, keep, skip, batch size)] descending)`` per
+        resolution -> the config, resolutions by pixel count."""
         # Stable sort: equal pixel counts keep the config order, as in Open-Sora.
-        parsed.sort(key=lambda item: item[1], reverse=True)
+        parsed = sorted(parsed, key=lambda item: item[1], reverse=True)
         resolutions, key_offset, ratio_offset = [], 0, 0
         for name, total, table, keys in parsed:
             frames, keep, skip, sizes = (tuple(column) for column in zip(*keys, strict=True))

@@ -4,14 +4,24 @@ last result; the others run on the engine; failures become rejected rows."""
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pandas as pd
 
 from opensora_kedro.data.engine import ClipStage, EngineSettings, Journal, run_stage
-from opensora_kedro.data.video_table import FILE_KEY, REJECT_COLUMNS
+from opensora_kedro.data.scan import FILE_KEY, REJECT_COLUMNS
 
 logger = logging.getLogger(__name__)
+
+
+def settings_fingerprint(settings: object, fields: tuple[str, ...]) -> str:
+    """The ``fields`` of ``settings`` (the ones a stage's results depend on) as sorted JSON:
+    what the results table stores per clip, so results of other settings are not reused.
+
+    Built from the attributes, not a model dump: the JSON earlier runs stored for the same
+    settings, so their results still match."""
+    return json.dumps({name: getattr(settings, name) for name in fields}, sort_keys=True)
 
 
 def run_cached_stage(

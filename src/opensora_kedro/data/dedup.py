@@ -22,7 +22,7 @@ from PIL import Image
 
 from opensora_kedro.data.cached_stage import run_cached_stage
 from opensora_kedro.data.engine import LOCAL_ENGINE, EngineSettings, Journal, PerClip
-from opensora_kedro.data.video_table import FILE_KEY, REJECT_COLUMNS
+from opensora_kedro.data.scan import FILE_KEY, REJECT_COLUMNS
 from opensora_kedro.video.decode import iter_frames
 
 logger = logging.getLogger(__name__)

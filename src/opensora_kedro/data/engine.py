@@ -19,11 +19,14 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from opensora_kedro.progress import progress
+
+if TYPE_CHECKING:  # the schemas import torch: the engine (and Ray's workers) need not
+    from opensora_kedro.data.params import RayParams
 
 logger = logging.getLogger(__name__)
 
@@ -40,19 +43,19 @@ class ClipStage(Protocol):
 
 @dataclass(frozen=True)
 class EngineSettings:
-    """Where the per-clip stages run.
+    """Where the per-clip stages run: local threads, or the Ray cluster ``ray`` describes.
 
-    ``workers``: local threads, or Ray tasks / actors in flight (None: every CPU the engine
-    sees). ``ray_address``: None starts a Ray instance on this machine; ``"auto"`` joins the
-    cluster this machine belongs to (``ray start``); ``"ray://host:10001"`` a remote one.
-    ``gpus_per_model_worker``: GPUs each Ray actor of a model stage asks for.
+    ``workers``: local threads (None: one per CPU core). ``ray``: the cluster (its address,
+    tasks or actors in flight, GPUs per model actor and runtime_env); None runs locally.
     """
 
-    kind: Literal["local", "ray"] = "local"
     workers: int | None = None
-    ray_address: str | None = None
-    gpus_per_model_worker: float = 0.0
-    ray_runtime_env: dict[str, Any] = field(default_factory=dict)
+    ray: RayParams | None = None
+
+    @property
+    def kind(self) -> Literal["local", "ray"]:
+        """``"local"`` or ``"ray"``."""
+        return "local" if self.ray is None else "ray"
 
 
 LOCAL_ENGINE = EngineSettings()

@@ -3,34 +3,20 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pandas as pd
+
+if TYPE_CHECKING:  # the schemas import torch, which this module does without
+    from opensora_kedro.data.params import FilterParams
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class FilterRules:
-    """Thresholds (None: no limit) and switches, as in Open-Sora's ``datautil`` flags."""
-
-    min_frames: int | None = None
-    max_frames: int | None = None
-    min_height: int | None = None
-    min_width: int | None = None
-    max_resolution: int | None = None  # H * W (Open-Sora's --hwmax)
-    min_fps: float | None = None
-    max_fps: float | None = None
-    min_motion: float | None = None
-    max_motion: float | None = None
-    min_aesthetic: float | None = None
-    min_match: float | None = None
-    remove_duplicate_paths: bool = True
-    remove_empty_captions: bool = True
-
-
-def _threshold_masks(table: pd.DataFrame, rules: FilterRules) -> list[tuple[str, str, pd.Series]]:
-    """(reason, detail, mask of rows it removes), in the order they are applied."""
+def _threshold_masks(table: pd.DataFrame, rules: FilterParams) -> list[tuple[str, str, pd.Series]]:
+    """(reason, detail, mask of rows it removes), in the order they are applied: the
+    thresholds (None: no limit; ``max_resolution`` is H * W, Open-Sora's ``--hwmax``) and
+    switches of Open-Sora's ``datautil`` flags."""
     checks = [
         ("too_few_frames", "num_frames", "<", rules.min_frames),
         ("too_many_frames", "num_frames", ">", rules.max_frames),
@@ -60,7 +46,7 @@ def _threshold_masks(table: pd.DataFrame, rules: FilterRules) -> list[tuple[str,
     return masks
 
 
-def filter_table(table: pd.DataFrame, rules: FilterRules) -> tuple[pd.DataFrame, pd.DataFrame]:
+def filter_table(table: pd.DataFrame, rules: FilterParams) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Apply ``rules``; returns the kept rows and the removed ones (``path, stage, reason,
     detail``), each removed row named by the first rule that removed it."""
     removed = pd.Series(False, index=table.index)
@@ -80,7 +66,7 @@ def filter_table(table: pd.DataFrame, rules: FilterRules) -> tuple[pd.DataFrame,
     return table.loc[~removed].reset_index(drop=True), rejected_table
 
 
-def removal_report(table: pd.DataFrame, removed: pd.DataFrame, rules: FilterRules) -> pd.DataFrame:
+def removal_report(table: pd.DataFrame, removed: pd.DataFrame, rules: FilterParams) -> pd.DataFrame:
     """Every active rule, its threshold, and how many (and what share) of ``table``'s clips it
     removed (``removed`` as :func:`filter_table` returns it: a clip counts for its first rule)."""
     counts = removed["reason"].value_counts()

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import logging
 from functools import partial
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from opensora_kedro.data.cached_stage import run_cached_stage
 from opensora_kedro.data.engine import LOCAL_ENGINE, EngineSettings, Journal, PerClip
 from opensora_kedro.video.motion import MotionConfig, motion_score
+
+if TYPE_CHECKING:  # the schemas import torch, which this module does without
+    from opensora_kedro.data.params import MotionParams
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +35,7 @@ def _score_row(row: dict, config: MotionConfig) -> dict:
 
 def score_motion(
     meta: pd.DataFrame,
-    config: MotionConfig,
+    params: MotionParams,
     engine: EngineSettings = LOCAL_ENGINE,
     previous: pd.DataFrame | None = None,
     journal: Journal | None = None,
@@ -40,6 +44,8 @@ def score_motion(
     clip of ``meta``, and the clips whose full decode failed. Clips unchanged since
     ``previous`` (the last scores) keep their score if it was computed the same way
     (``motion_settings``: the variant and libvmaf's edge rule)."""
+    # The motion kernel's own config: the feature to reproduce, plus its block size.
+    config = MotionConfig(variant=params.variant, edge_rule=params.edge_rule)
     variant = f"{config.variant}, libvmaf {config.edge_rule} edges"
     stage = PerClip(partial(_score_row, config=config))
     return run_cached_stage(meta, stage, "motion", ["score_vmafmotion"], variant, previous,

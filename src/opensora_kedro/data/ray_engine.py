@@ -16,7 +16,7 @@ import logging
 import math
 import os
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import ray
@@ -24,25 +24,28 @@ import ray.data
 
 from opensora_kedro.data.engine import ClipStage, EngineSettings, Row, guarded, plain
 
+if TYPE_CHECKING:  # the schemas import torch, which this module does without
+    from opensora_kedro.data.params import RayParams
+
 logger = logging.getLogger(__name__)
 
 BLOCKS_PER_WORKER = 2  # blocks per worker: load balance against the ~0.3 s each block costs
 MAX_BLOCK_ROWS = 1000
 
 
-def connect(engine: EngineSettings) -> None:
+def connect(cluster: RayParams) -> None:
     """Join the configured Ray cluster, or start an instance on this machine (once)."""
     if ray.is_initialized():
         return
     options: dict[str, Any] = dict(
         include_dashboard=False,
         logging_level=logging.WARNING,
-        runtime_env=dict(engine.ray_runtime_env) or None,
+        runtime_env=dict(cluster.runtime_env) or None,
     )
-    if engine.ray_address:
-        ray.init(address=engine.ray_address, **options)
+    if cluster.address:
+        ray.init(address=cluster.address, **options)
     else:
-        ray.init(num_cpus=engine.workers or os.cpu_count() or 1, **options)
+        ray.init(num_cpus=cluster.workers or os.cpu_count() or 1, **options)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # the engine shows its own, in clips
     context.print_on_execution_start = False
@@ -70,12 +73,12 @@ class _StageActor:
         return _apply(batch, self.stage)
 
 
-def _workers(engine: EngineSettings, uses_model: bool) -> int:
-    if engine.workers:
-        return engine.workers
+def _workers(cluster: RayParams, uses_model: bool) -> int:
+    if cluster.workers:
+        return cluster.workers
     resources = ray.cluster_resources()
-    if uses_model and engine.gpus_per_model_worker > 0:
-        return max(1, int(resources.get("GPU", 0) / engine.gpus_per_model_worker))
+    if uses_model and cluster.gpus_per_model_worker > 0:
+        return max(1, int(resources.get("GPU", 0) / cluster.gpus_per_model_worker))
     return max(1, int(resources.get("CPU", 1)))
 
 
@@ -85,9 +88,10 @@ def map_batches(
     """``stage`` over ``rows`` on Ray: ``(row indices, results)`` per finished batch."""
     if not rows:
         return
-    connect(engine)
+    cluster = engine.ray  # run_stage hands over only engines that have one
+    connect(cluster)
     uses_model = bool(stage.uses_model)
-    workers = _workers(engine, uses_model)
+    workers = _workers(cluster, uses_model)
     batch_size = getattr(stage, "batch_size", 1)
     block_rows = min(MAX_BLOCK_ROWS, math.ceil(len(rows) / (workers * BLOCKS_PER_WORKER)))
     items = [
@@ -105,7 +109,7 @@ def map_batches(
             batch_format="pandas",
             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=workers),
             num_cpus=1,  # Ray then sets OMP_NUM_THREADS=1: torch and decoders stay on it
-            num_gpus=engine.gpus_per_model_worker or None,
+            num_gpus=cluster.gpus_per_model_worker or None,
         )
     else:
         mapped = dataset.map_batches(

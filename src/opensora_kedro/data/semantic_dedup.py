@@ -10,18 +10,18 @@ product per cluster. As in the dHash search, each group keeps its first clip by 
 
 from __future__ import annotations
 
-import json
 import logging
-from dataclasses import asdict
 
 import numpy as np
 import pandas as pd
 
-from opensora_kedro.data.cached_stage import run_cached_stage
+from opensora_kedro.data.cached_stage import run_cached_stage, settings_fingerprint
 from opensora_kedro.data.dedup import first_of_each_group
 from opensora_kedro.data.engine import LOCAL_ENGINE, EngineSettings, Journal
-from opensora_kedro.data.video_table import REJECT_COLUMNS
-from opensora_kedro.quality.clip_scores import ClipEmbedder, QualitySettings
+from opensora_kedro.data.params import DedupParams
+from opensora_kedro.data.scan import REJECT_COLUMNS
+from opensora_kedro.quality.clip_scores import SCORE_SETTINGS, ClipEmbedder
+from opensora_kedro.quality.params import QualityParams
 
 logger = logging.getLogger(__name__)
 
@@ -31,17 +31,20 @@ CHUNK = 4096  # rows per similarity block: bounds memory in big clusters
 
 def embed_videos(
     meta: pd.DataFrame,
-    settings: QualitySettings,
+    params: DedupParams,
     engine: EngineSettings = LOCAL_ENGINE,
     previous: pd.DataFrame | None = None,
     journal: Journal | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """``(embeddings, rejected)``: ``clip_embedding`` of every clip of ``meta`` (unchanged
-    clips keep theirs while the model and sampling are the same)."""
-    fingerprint = json.dumps(asdict(settings), sort_keys=True)
+    """``(embeddings, rejected)``: ``clip_embedding`` of every clip of ``meta`` by
+    ``params.clip_model`` over ``params.frames`` frames on ``params.device`` (unchanged clips
+    keep theirs while the model and sampling are the same)."""
+    # The quality scorer's CLIP settings (its batch size; no aesthetic head) with the dedup
+    # group's model, frames and device: one loading and sampling path for both stages.
+    clip = QualityParams(clip_model=params.clip_model, frames=params.frames, device=params.device)
     table, rejected = run_cached_stage(
-        meta, ClipEmbedder(settings), "embedding", ["clip_embedding"], fingerprint, previous,
-        engine, journal,
+        meta, ClipEmbedder(clip), "embedding", ["clip_embedding"],
+        settings_fingerprint(clip, SCORE_SETTINGS), previous, engine, journal,
     )  # fmt: skip
     return table, rejected.assign(stage="dedup")
 

@@ -11,14 +11,18 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from opensora_kedro.data.cached_stage import settings_fingerprint
 from opensora_kedro.data.engine import LOCAL_ENGINE, EngineSettings, Journal, run_stage
-from opensora_kedro.data.video_table import FILE_KEY, META_COLUMNS, REJECT_COLUMNS, reusable_rows
-from opensora_kedro.video.shots import ShotSettings, ShotSplitter
+from opensora_kedro.data.scan import FILE_KEY, META_COLUMNS, REJECT_COLUMNS, reusable_rows
+from opensora_kedro.video.shots import SHOT_SETTINGS, ShotSplitter
+
+if TYPE_CHECKING:  # the schemas import torch, which this module does without
+    from opensora_kedro.data.params import ShotParams
 
 logger = logging.getLogger(__name__)
 
@@ -39,9 +43,8 @@ def whole_clips(meta: pd.DataFrame) -> pd.DataFrame:
 def split_videos(
     meta: pd.DataFrame,
     root: str | os.PathLike,
-    settings: ShotSettings,
+    params: ShotParams,
     output_dir: str | os.PathLike,
-    inherit_caption: bool = False,
     engine: EngineSettings = LOCAL_ENGINE,
     previous: pd.DataFrame | None = None,
     journal: Journal | None = None,
@@ -49,10 +52,10 @@ def split_videos(
     """``(video_shots, clips, rejected)`` for the videos of ``meta`` (under ``root``).
 
     Cut shots go to ``output_dir/<video path without suffix>/shot-NNN.mp4``. A cut shot keeps
-    its video's caption only with ``inherit_caption`` (a whole video's caption rarely
+    its video's caption only with ``params.inherit_caption`` (a whole video's caption rarely
     describes one of its shots: by default shots go to the captioner).
     """
-    fingerprint = json.dumps(asdict(settings), sort_keys=True)
+    fingerprint = settings_fingerprint(params, SHOT_SETTINGS)
     output_dir = Path(output_dir)
     if previous is not None and not previous.empty and "shot_settings" in previous:
         previous = previous[previous["shot_settings"] == fingerprint]
@@ -63,13 +66,13 @@ def split_videos(
         {**row, "clip_stem": Path(row["path"]).relative_to(root).with_suffix("").as_posix()}
         for row in todo[["path", "num_frames", "fps", *FILE_KEY]].to_dict("records")
     ]
-    splitter = ShotSplitter(settings, output_dir)
+    splitter = ShotSplitter(params, output_dir)
     results = run_stage(splitter, rows, engine, "shots", journal)
     fresh = todo[["path", *FILE_KEY]].assign(
         shot_settings=fingerprint, shots=[_stored(r, output_dir) for r in results]
     )
     video_shots = pd.concat([known, fresh], ignore_index=True)[RESULT_COLUMNS]
-    clips, rejected = _expand(meta, video_shots, output_dir, inherit_caption)
+    clips, rejected = _expand(meta, video_shots, output_dir, params.inherit_caption)
     logger.info(
         "shots: %d video(s) split (%d unchanged since the last run) into %d clip(s); %d "
         "rejected", len(todo), len(known), len(clips), len(rejected),

@@ -7,7 +7,7 @@ from typing import Any
 
 from kedro.io import AbstractDataset, DatasetError
 
-from opensora_kedro.data.video_folder import VideoFolder
+from opensora_kedro.data.folder import VideoFolder
 from opensora_kedro.datasets.folder_swap import replace_folder
 
 # Written into every folder this dataset creates; a folder without it holds

@@ -18,16 +18,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from opensora_kedro.config.schemas.diffusion import DiffusionStageParams
 from opensora_kedro.data.clip_batches import fixed_bucket_assignment, fixed_sample_key
 from opensora_kedro.data.clip_dataset import ClipDataset, collate_clips
-from opensora_kedro.training import rectified_flow as rf
+from opensora_kedro.diffusion import rectified_flow as rf
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +117,7 @@ def diffusion_eval_loss(
     vae: nn.Module,
     text: TextEmbeddings,
     held: pd.DataFrame,
-    params: dict[str, Any],
+    params: DiffusionStageParams,
     num_timesteps: int = NUM_EVAL_TIMESTEPS,
     batch_size: int | None = None,
     time_shift: bool = False,
@@ -131,7 +132,7 @@ def diffusion_eval_loss(
             ``fps``, ``caption_hash``), with a unique index.
         params: the stage's params; reads ``bucket_config``, ``seed``, ``dataset.fps_max``,
             ``dataset.transform_name``, ``model.patch_size`` (only with ``time_shift``) and
-            ``sigma_min`` (default :data:`rf.SIGMA_MIN`).
+            ``sigma_min``.
         num_timesteps: how many fixed ``t`` (see :func:`eval_timesteps`).
         batch_size: clips per forward pass; ``None`` uses each bucket's training batch size.
             The result does not depend on it beyond float rounding.
@@ -148,10 +149,9 @@ def diffusion_eval_loss(
     assigned = fixed_bucket_assignment(held, params)
     if assigned.empty:
         raise ValueError(f"none of the {len(held)} held-out clips fits a bucket of bucket_config")
-    dataset = ClipDataset(held, seed=params["seed"], fps_max=params["dataset"]["fps_max"],
-                          transform=params["dataset"]["transform_name"])  # fmt: skip
-    sigma_min = float(params.get("sigma_min", rf.SIGMA_MIN))
-    patch = int(params.get("model", {}).get("patch_size", 2))
+    dataset = ClipDataset(held, seed=params.seed, fps_max=params.dataset.fps_max,
+                          transform=params.dataset.transform_name)  # fmt: skip
+    sigma_min, patch = params.sigma_min, params.model.patch_size
     weight = next(model.parameters())
     device, dtype = weight.device, weight.dtype
     grid = eval_timesteps(num_timesteps)
@@ -165,7 +165,7 @@ def diffusion_eval_loss(
             x0 = vae.encode(batch["video"].to(device), sample=False).to(dtype)
         hashes = held.loc[labels, "caption_hash"].tolist()
         txt, y = (text.lookup(hashes, name).to(device, dtype) for name in ("t5", "clip"))
-        noise = torch.stack([fixed_noise(tuple(x0.shape[1:]), params["seed"], i) for i in labels])
+        noise = torch.stack([fixed_noise(tuple(x0.shape[1:]), params.seed, i) for i in labels])
         t_model[bucket] = _model_timesteps(grid, x0, patch, time_shift)
         batch_losses = _batch_losses(
             model, x0, (txt, y), noise.to(device, dtype), t_model[bucket], sigma_min

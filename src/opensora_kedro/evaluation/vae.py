@@ -9,11 +9,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from opensora_kedro.data.clip_batches import fixed_bucket_keys, split_holdout
+from opensora_kedro.config.schemas.vae import VaeTrainingParams
+from opensora_kedro.data.clip_batches import fixed_bucket_keys
 from opensora_kedro.data.clip_dataset import ClipDataset
+from opensora_kedro.data.holdout import split_holdout
 from opensora_kedro.evaluation.frames import as_uint8_frames
 from opensora_kedro.evaluation.reconstruction import reconstruction_metrics, side_by_side
-from opensora_kedro.models.vae.loading import load_autoencoder
+from opensora_kedro.models.vae.loading import load_exported_autoencoder
 from opensora_kedro.video.measure import dominant_colour, motion_direction
 
 logger = logging.getLogger(__name__)
@@ -21,25 +23,25 @@ logger = logging.getLogger(__name__)
 
 @torch.no_grad()
 def evaluate_reconstruction(
-    model_dir: str, table: pd.DataFrame, params: dict[str, Any]
+    model_dir: str, table: pd.DataFrame, params: VaeTrainingParams
 ) -> tuple[dict[str, float], Any]:
     """Mean PSNR (dB) and SSIM over held-out clips, the share of clips whose measured colour and
     motion direction survive the round trip (``colour_kept`` / ``direction_kept``: what the
     prompt-following figures can reach at most on the demo domain), and a figure of
     side-by-side frames."""
-    _, held = split_holdout(table, params["eval"]["holdout_fraction"])
-    held = held.head(params["eval"]["max_clips"])
-    vae = load_autoencoder({"from_pretrained": model_dir})
-    dataset = ClipDataset(held, seed=params["seed"], fps_max=params["dataset"]["fps_max"],
-                          transform=params["dataset"]["transform_name"])  # fmt: skip
+    _, held = split_holdout(table, params.eval.holdout_fraction)
+    held = held.head(params.eval.max_clips)
+    vae = load_exported_autoencoder(model_dir)
+    dataset = ClipDataset(held, seed=params.seed, fps_max=params.dataset.fps_max,
+                          transform=params.dataset.transform_name)  # fmt: skip
     scores, images = [], []
     for key in fixed_bucket_keys(held, params):
         video = dataset[key]["video"].unsqueeze(0)
         # As trained: a VAE trained on its posterior means has an untrained posterior spread.
-        reconstruction = vae(video, sample=params["sample_posterior"])[0].clamp(-1, 1)
+        reconstruction = vae(video, sample=params.sample_posterior)[0].clamp(-1, 1)
         scores.append({**reconstruction_metrics(video, reconstruction),
                        **_kept(video[0], reconstruction)})  # fmt: skip
-        if len(images) < params["eval"]["images"]:
+        if len(images) < params.eval.images:
             images.append(side_by_side(video, reconstruction, frames=3))
     if not scores:
         raise ValueError("no held-out clip fits a bucket; raise vae_training.eval.holdout_fraction")

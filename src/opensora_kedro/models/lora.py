@@ -11,27 +11,25 @@ import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from opensora_kedro.training.params import LoraParams
 
 logger = logging.getLogger(__name__)
 
 ADAPTER_CONFIG = "adapter_config.json"
-# Every linear layer of the attention and MLP paths of both block kinds (not the embedders,
-# the modulation or the output layer). Fused-qkv models name their projection "qkv".
-DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "img_proj", "txt_proj", "img_mlp.0",
-                   "img_mlp.2", "txt_mlp.0", "txt_mlp.2", "mlp_in", "linear2")  # fmt: skip
 
 
-def lora_config(params: Mapping[str, Any]):
-    """A peft ``LoraConfig`` from a stage's ``lora`` block (r, lora_alpha, target_modules,
-    lora_dropout)."""
+def lora_config(params: LoraParams):
+    """A peft ``LoraConfig`` from a stage's ``lora`` block."""
     from peft import LoraConfig
 
     return LoraConfig(
-        r=params["r"], lora_alpha=params["lora_alpha"], lora_dropout=params["lora_dropout"],
-        target_modules=list(params["target_modules"]), bias="none",
+        r=params.r, lora_alpha=params.lora_alpha, lora_dropout=params.lora_dropout,
+        target_modules=list(params.target_modules), bias="none",
     )  # fmt: skip
 
 
@@ -40,7 +38,7 @@ def is_lora(model: nn.Module) -> bool:
     return hasattr(model, "peft_config") and hasattr(model, "get_base_model")
 
 
-def add_lora(model: nn.Module, params: Mapping[str, Any], pretrained_dir: str | None = None):
+def add_lora(model: nn.Module, params: LoraParams, pretrained_dir: str | None = None):
     """``model`` with trainable adapters (new ones, or those of ``pretrained_dir``) and every
     other parameter frozen: the calls ColossalAI's ``enable_lora`` makes for DDP and ZeRO."""
     from peft import PeftModel, get_peft_model

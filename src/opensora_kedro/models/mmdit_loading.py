@@ -12,15 +12,13 @@ import dataclasses
 import json
 import logging
 import os
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from opensora_kedro.files import resolve_path, weights_file
-from opensora_kedro.models.mmdit import MMDiT, MMDiTConfig, mmdit_config
+from opensora_kedro.models.mmdit import MMDiT, MMDiTConfig, config_from_params, mmdit_config
 from opensora_kedro.models.mmdit_convert import (
     CheckpointMismatchError,
     Piece,
@@ -32,6 +30,7 @@ from opensora_kedro.models.mmdit_convert import (
     rotate_half_to_interleaved,
     target_shapes,
 )
+from opensora_kedro.models.params import MMDiTParams
 from opensora_kedro.models.safetensors_stream import SafetensorsReader, write_safetensors
 
 logger = logging.getLogger(__name__)
@@ -222,13 +221,13 @@ def convert_mmdit_file(
     return target
 
 
-def _check_structure(model_params: Mapping[str, Any], folder: Path) -> None:
+def _check_structure(params: MMDiTParams, folder: Path) -> None:
     """Fail clearly when the parameters describe another network than the one saved."""
     saved_file = folder / "config.json"
     if not saved_file.is_file():
         return
     saved = dataclasses.asdict(mmdit_config(json.loads(saved_file.read_text())))
-    wanted = dataclasses.asdict(mmdit_config(model_params))
+    wanted = dataclasses.asdict(config_from_params(params))
     # cond_embed / guidance_embed may differ: their missing layers start at zero (t2v -> i2v).
     skip = {"cond_embed", "guidance_embed", "grad_ckpt_settings"}
     diff = {k: (wanted[k], saved[k]) for k in wanted if k not in skip and wanted[k] != saved[k]}
@@ -237,26 +236,25 @@ def _check_structure(model_params: Mapping[str, Any], folder: Path) -> None:
 
 
 def load_mmdit(
-    model_params: Mapping[str, Any],
+    params: MMDiTParams,
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
     base_dir: str | os.PathLike | None = None,
 ) -> nn.Module:
-    """An MMDiT built from ``model_params`` with the weights of ``from_pretrained`` (a folder
-    with ``model.safetensors`` [+ ``config.json``], or a ``.safetensors`` file, which may be
-    in Open-Sora / Flux format: converted while it loads, strictly; see
+    """An MMDiT built from the ``model`` parameters with the weights of ``from_pretrained`` (a
+    folder with ``model.safetensors`` [+ ``config.json``], or a ``.safetensors`` file, which
+    may be in Open-Sora / Flux format: converted while it loads, strictly; see
     :mod:`~opensora_kedro.models.mmdit_convert`), with the LoRA adapter of ``lora_path`` (or
     of the folder's ``lora/``) merged in."""
-    if not model_params.get("from_pretrained"):
+    if not params.from_pretrained:
         raise ValueError("model.from_pretrained is not set: nothing to sample with")
-    source = resolve_path(model_params["from_pretrained"], base_dir)
+    source = resolve_path(params.from_pretrained, base_dir)
     if source.is_dir():
-        _check_structure(model_params, source)
-    lora = model_params.get("lora_path")
+        _check_structure(params, source)
+    lora = params.lora_path
     model = load_pretrained_mmdit(
-        mmdit_config(model_params), source,
-        strict=bool(model_params.get("strict_load", False)),
-        liger_rope=bool(model_params.get("use_liger_rope", True)), dtype=dtype,
+        config_from_params(params), source, strict=params.strict_load,
+        liger_rope=params.use_liger_rope, dtype=dtype,
         lora_path=resolve_path(lora, base_dir) if lora else None,
     )  # fmt: skip
     return model.to(device).eval().requires_grad_(False)

@@ -19,13 +19,13 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from opensora_kedro.quality.params import QualityParams
 from opensora_kedro.text.embedder import resolve_device
 from opensora_kedro.video.decode import sample_frames
 
@@ -34,29 +34,9 @@ logger = logging.getLogger(__name__)
 RESULT_COLUMNS = ["aesthetic_score", "match_score"]
 
 
-@dataclass(frozen=True)
-class QualitySettings:
-    """Where the models are and how clips are sampled.
-
-    ``clip_model``: a folder holding a transformers ``CLIPModel`` and its ``CLIPProcessor``
-    (image processor + tokenizer), written with ``save_pretrained``; only local files are read.
-    ``aesthetic_head``: a ``.safetensors`` file of the LAION aesthetic MLP for this CLIP's
-    projection size; ``None`` scores no aesthetics (NaN).
-    ``frames``: frames sampled evenly per clip (default 3; a still gives its one frame).
-    ``batch_size``: clips per vision forward pass (``batch_size x frames`` images; default 16).
-    ``device``: ``cpu`` (default), ``cuda``, ``cuda:N`` or ``auto`` (a GPU where there is one).
-    """
-
-    clip_model: str
-    aesthetic_head: str | None = None
-    frames: int = 3
-    batch_size: int = 16
-    device: str = "cpu"
-
-    def __post_init__(self) -> None:
-        if self.frames < 1 or self.batch_size < 1:
-            raise ValueError(f"frames and batch_size must be >= 1 (got {self.frames}, "
-                             f"{self.batch_size})")  # fmt: skip
+# The settings stored with each clip's scores (``quality_settings``, and ``embedding_settings``
+# of CLIP deduplication): a clip keeps its scores while they are unchanged.
+SCORE_SETTINGS = ("clip_model", "aesthetic_head", "frames", "batch_size", "device")
 
 
 class AestheticHead(nn.Module):
@@ -118,6 +98,13 @@ class QualityScorer:
     ``{"path", "aesthetic_score", "match_score"}`` out, one per row, in order; a clip that
     cannot be decoded gives ``{"path", "reason": "quality_failed", "detail"}``.
 
+    ``params``: ``clip_model``, a folder holding a transformers ``CLIPModel`` and its
+    ``CLIPProcessor`` (image processor + tokenizer), written with ``save_pretrained`` (only local
+    files are read); ``aesthetic_head``, a ``.safetensors`` file of the LAION aesthetic MLP for
+    this CLIP's projection size (``None``: no aesthetics, NaN); ``frames`` sampled evenly per
+    clip (a still gives its one frame); ``batch_size`` clips per vision forward pass
+    (``batch_size x frames`` images); ``device`` (``auto``: a GPU where there is one).
+
     Picklable before and after first use: the models load lazily in the process that scores
     (a Ray worker loads its own copy) and are not pickled.
     """
@@ -125,21 +112,21 @@ class QualityScorer:
     uses_model = True
     failure = "quality_failed"
 
-    def __init__(self, settings: QualitySettings) -> None:
-        self.settings = settings
+    def __init__(self, params: QualityParams) -> None:
+        self.params = params
         self._loaded: tuple[Any, Any, AestheticHead | None, torch.device] | None = None
         self._lock = threading.Lock()  # a thread pool may share one scorer
 
     @property
     def batch_size(self) -> int:
-        """Clips per call the engine passes (its ``batch_size`` attribute): the settings'."""
-        return self.settings.batch_size
+        """Clips per call the engine passes (its ``batch_size`` attribute): the params'."""
+        return self.params.batch_size
 
     def __getstate__(self) -> dict:
-        return {"settings": self.settings}
+        return {"params": self.params}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["settings"])
+        self.__init__(state["params"])
 
     def _models(self) -> tuple[Any, Any, AestheticHead | None, torch.device]:
         """CLIP model, processor, aesthetic head (or None) and device, loaded once."""
@@ -151,23 +138,23 @@ class QualityScorer:
     def _load(self) -> tuple[Any, Any, AestheticHead | None, torch.device]:
         from transformers import CLIPModel, CLIPProcessor
 
-        folder, device = self.settings.clip_model, resolve_device(self.settings.device)
+        folder, device = self.params.clip_model, resolve_device(self.params.device)
         if not Path(folder).is_dir():  # else transformers reads it as a hub name
             raise FileNotFoundError(f"CLIP model folder {folder} does not exist: save a CLIPModel "
                                     "and its CLIPProcessor there with save_pretrained")  # fmt: skip
         model = CLIPModel.from_pretrained(folder, local_files_only=True).to(device).eval()
         processor = CLIPProcessor.from_pretrained(folder, local_files_only=True)
         head = None
-        if self.settings.aesthetic_head is not None:
-            head = load_aesthetic_head(self.settings.aesthetic_head, model.config.projection_dim)
+        if self.params.aesthetic_head is not None:
+            head = load_aesthetic_head(self.params.aesthetic_head, model.config.projection_dim)
             head = head.to(device)
         logger.info("quality scorer: CLIP %s (projection %d) on %s, aesthetic head %s", folder,
-                    model.config.projection_dim, device, self.settings.aesthetic_head)  # fmt: skip
+                    model.config.projection_dim, device, self.params.aesthetic_head)  # fmt: skip
         return model, processor, head, device
 
     def __call__(self, rows: list[dict]) -> list[dict]:
         """Scores of ``rows``, ``batch_size`` clips per forward pass."""
-        size = self.settings.batch_size
+        size = self.params.batch_size
         return [out for start in range(0, len(rows), size)
                 for out in self._score_batch(rows[start : start + size])]  # fmt: skip
 
@@ -187,7 +174,7 @@ class QualityScorer:
         results: list[dict] = []
         for index, row in enumerate(rows):
             try:  # decoding and preprocessing are per clip: a bad clip fails alone
-                frames = sample_frames(row["path"], row["num_frames"], self.settings.frames)
+                frames = sample_frames(row["path"], row["num_frames"], self.params.frames)
                 pixels[index] = processor.image_processor(
                     images=frames, return_tensors="pt", input_data_format="channels_last"
                 )["pixel_values"]  # channels_last: a 3-pixel-high frame is no channel axis

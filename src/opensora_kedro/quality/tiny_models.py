@@ -16,6 +16,7 @@ import torch
 
 from opensora_kedro.files import build_folder, write_atomic
 from opensora_kedro.quality.clip_scores import AestheticHead
+from opensora_kedro.quality.params import QualityParams
 from opensora_kedro.text.tiny_encoders import CLIP_BOS, CLIP_EOS, _clip_bpe
 
 logger = logging.getLogger(__name__)
@@ -89,15 +90,13 @@ def build_tiny_aesthetic_head(embed_dim: int, path: str | Path, seed: int = 0) -
     return path
 
 
-def build_missing_tiny_models(
-    clip_model: str | Path, aesthetic_head: str | Path | None, captions: Iterable[str]
-) -> None:
+def build_missing_tiny_models(params: QualityParams, captions: Iterable[str]) -> None:
     """The embedded default's random CLIP (tokenizer from ``captions``) and aesthetic head,
-    each built only where missing: scores are recorded, not judged."""
-    if not Path(clip_model).exists():
-        build_tiny_clip(captions, clip_model)
-    if aesthetic_head and not Path(aesthetic_head).exists():
+    each built only where missing at ``params``' paths: scores are recorded, not judged."""
+    if not Path(params.clip_model).exists():
+        build_tiny_clip(captions, params.clip_model)
+    if params.aesthetic_head and not Path(params.aesthetic_head).exists():
         from transformers import CLIPConfig
 
-        dim = CLIPConfig.from_pretrained(clip_model, local_files_only=True).projection_dim
-        build_tiny_aesthetic_head(dim, aesthetic_head)
+        config = CLIPConfig.from_pretrained(params.clip_model, local_files_only=True)
+        build_tiny_aesthetic_head(config.projection_dim, params.aesthetic_head)

@@ -1,9 +1,9 @@
 """Video generation (brief §8): prompts -> text embeddings -> seeded noise -> guided denoising
 -> VAE decode -> uint8 frames; t2i2v; saving samples (models load in
-:mod:`opensora_kedro.sampling.loading`).
+:mod:`opensora_kedro.models.loading`).
 
 Open-Sora's ``scripts/diffusion/inference.py`` as a library: no Kedro here. The settings come
-from the (resolved) ``inference`` parameter group, see :meth:`SamplingSettings.from_params`.
+from the (resolved) ``inference`` parameter group, see :meth:`SamplingSettings.from_inference`.
 """
 
 from __future__ import annotations
@@ -11,24 +11,26 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from opensora_kedro.data.aspect import image_size
 from opensora_kedro.data.clip_dataset import to_clip_tensor
+from opensora_kedro.diffusion.denoiser import denoise, sampling_timesteps, seeded_noise
 from opensora_kedro.files import write_atomic
+from opensora_kedro.models.loading import GenerationModels, TextEncoders
 from opensora_kedro.models.vae.base import VideoAutoencoder
 from opensora_kedro.progress import progress
-from opensora_kedro.sampling.denoiser import denoise, sampling_timesteps, seeded_noise
-from opensora_kedro.sampling.loading import GenerationModels, TextEncoders
-from opensora_kedro.sampling.prompts import add_inference_suffix
 from opensora_kedro.sampling.references import Reference, build_conditions
+from opensora_kedro.sampling.settings import (
+    SamplingSettings,
+    check_num_frames,
+    final_prompts,
+    target_size,
+)
 from opensora_kedro.video.codec import encode_mp4
 
 logger = logging.getLogger(__name__)
@@ -36,117 +38,6 @@ logger = logging.getLogger(__name__)
 # Open-Sora's t2i stage (``modify_option_to_t2i``): guidance 4.0 for the guidance-distilled
 # image model, passed as its guidance embedding.
 T2I_DISTILLED_GUIDANCE = 4.0
-
-
-# --------------------------------------------------------------------------- settings
-
-
-@dataclass(frozen=True)
-class SamplingSettings:
-    """Everything :func:`generate` needs besides the models, prompts and seeds."""
-
-    resolution: str = "256px"
-    aspect_ratio: str = "16:9"
-    num_frames: int = 129
-    num_steps: int = 50
-    shift: bool = True
-    flow_shift: float | None = None
-    temporal_reduction: int = 4
-    is_causal_vae: bool = True
-    guidance: float = 7.5
-    guidance_img: float = 3.0
-    text_osci: bool = True
-    image_osci: bool = True
-    scale_temporal_osci: bool = True
-    method: str = "i2v"
-    seed: int = 42
-    batch_size: int = 1
-    cond_type: str = "t2v"
-    motion_score: int | str | None = "4"
-    suffix_style: str = "opensora"  # or "training": the training captions' suffix form
-    fps_save: int = 24
-    patch_size: int = 2
-    dtype: str = "bf16"
-    use_t2i2v: bool = False
-    img_resolution: str | None = None
-    negative_prompt: str = ""
-    # Ours: keep the conditioned frames clean at every step (Open-Sora: only at the end).
-    pin_condition_every_step: bool = True
-
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> SamplingSettings:
-        """From an ``inference`` parameter group (after ``extends`` is resolved).
-
-        Reads ``sampling_option.*``, ``seed`` (when ``sampling_option.seed`` is null),
-        ``batch_size``, ``cond_type``, ``motion_score``, ``suffix_style``, ``fps_save``,
-        ``dtype``, ``use_t2i2v``, ``img_resolution`` and ``model.patch_size``.
-        """
-        option = dict(params.get("sampling_option") or {})
-        fields = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in option.items() if k in fields and k != "seed"}
-        seed = option.get("seed")
-        values["seed"] = int(params.get("seed", cls.seed) if seed is None else seed)
-        for key in ("batch_size", "cond_type", "motion_score", "suffix_style", "fps_save",
-                    "dtype", "use_t2i2v", "img_resolution"):  # fmt: skip
-            if key in params:
-                values[key] = params[key]
-        values["patch_size"] = (params.get("model") or {}).get("patch_size", cls.patch_size)
-        settings = cls(**values)
-        check_num_frames(settings.num_frames, settings.temporal_reduction, settings.is_causal_vae)
-        return settings
-
-    def for_image(self) -> SamplingSettings:
-        """The t2i stage of t2i2v: one frame at ``img_resolution``, text-to-image."""
-        return dataclasses.replace(
-            self,
-            resolution=self.img_resolution or self.resolution,
-            num_frames=1,
-            cond_type="t2v",
-            use_t2i2v=False,
-        )
-
-
-def check_num_frames(num_frames: int, temporal_reduction: int = 4, causal: bool = True) -> None:
-    """Raise a ValueError unless a VAE of that kind can decode exactly ``num_frames`` frames."""
-    if num_frames == 1:
-        return
-    if causal and (num_frames - 1) % temporal_reduction:
-        raise ValueError(
-            f"num_frames must be {temporal_reduction}k+1 for a causal VAE with temporal "
-            f"compression {temporal_reduction} (e.g. 17, 33, 129), got {num_frames}"
-        )
-    if not causal and num_frames % temporal_reduction:
-        raise ValueError(
-            f"num_frames must be a multiple of {temporal_reduction} for a non-causal VAE, "
-            f"got {num_frames}"
-        )
-
-
-def target_size(
-    resolution: str, aspect_ratio: str, spatial_compression: int = 8, patch_size: int = 2
-) -> tuple[int, int]:
-    """``(H, W)`` of a resolution name and ``w:h`` ratio (Open-Sora's ``get_image_size`` on
-    the inference table), rounded up to multiples of ``spatial_compression * patch_size`` so
-    every latent patch is whole (Open-Sora's ``sanitize_sampling_option``)."""
-    d = spatial_compression * patch_size
-    height, width = image_size(resolution, aspect_ratio, d, training=False)
-    return -(-height // d) * d, -(-width // d) * d
-
-
-def sample_seeds(settings: SamplingSettings, num_prompts: int, sample_index: int = 0) -> list[int]:
-    """Open-Sora's seeds: ``seed + k`` for the k-th sample of every prompt."""
-    return [settings.seed + sample_index] * num_prompts
-
-
-# --------------------------------------------------------------------------- text
-
-
-def final_prompts(prompts: Sequence[str], settings: SamplingSettings) -> list[str]:
-    """The prompts as the model reads them: with the fps and motion-score suffix in
-    ``settings.suffix_style``."""
-    return add_inference_suffix(
-        list(prompts), settings.fps_save, settings.motion_score, settings.suffix_style
-    )
 
 
 # --------------------------------------------------------------------------- sampling

@@ -14,27 +14,23 @@ from typing import Any
 import pandas as pd
 import torch.distributed as dist
 
-from opensora_kedro.sampling.generate import (
-    SamplingSettings,
-    final_prompts,
-    generate_samples,
-    sample_seeds,
-    save_sample,
-)
-from opensora_kedro.sampling.loading import load_generation_models
-from opensora_kedro.training.distributed import rank, world_size
-from opensora_kedro.training.launcher import JobSpec
+from opensora_kedro.config.schemas.inference import InferenceParams
+from opensora_kedro.models.loading import load_generation_models
+from opensora_kedro.runtime.distributed import rank, world_size
+from opensora_kedro.runtime.launcher import JobSpec
+from opensora_kedro.sampling.generate import generate_samples, save_sample
+from opensora_kedro.sampling.settings import SamplingSettings, final_prompts, sample_seeds
 
 logger = logging.getLogger(__name__)
 
 SAMPLE_COLUMNS = ["index", "sample", "prompt", "final_prompt", "seed", "ref", "video", "text"]
 
 
-def sample_plan(prompts: pd.DataFrame, params: dict[str, Any]) -> pd.DataFrame:
+def sample_plan(prompts: pd.DataFrame, params: InferenceParams) -> pd.DataFrame:
     """One row per video to make: each prompt ``num_samples`` times with its own seed."""
-    settings = SamplingSettings.from_params(params)
+    settings = SamplingSettings.from_inference(params)
     rows = []
-    for sample in range(params.get("num_samples", 1)):
+    for sample in range(params.num_samples):
         seeds = sample_seeds(settings, len(prompts), sample)
         for (index, row), seed in zip(prompts.iterrows(), seeds, strict=True):
             ref = row.get("ref")
@@ -49,11 +45,11 @@ def sample_stem(index: int, sample: int, prompt: str) -> str:
     return f"{index:04d}-{slug}_s{sample}"
 
 
-def generate_plan(plan: pd.DataFrame, params: dict[str, Any], out_dir: str) -> list[dict]:
+def generate_plan(plan: pd.DataFrame, params: InferenceParams, out_dir: str) -> list[dict]:
     """Generate and save every row of ``plan`` on this process; the rows, with file paths."""
     if plan.empty:
         return []
-    settings = SamplingSettings.from_params(params)
+    settings = SamplingSettings.from_inference(params)
     models = load_generation_models(params)
     refs = plan["ref"].tolist() if plan["ref"].notna().any() else None
     videos, _ = generate_samples(
@@ -69,18 +65,23 @@ def generate_plan(plan: pd.DataFrame, params: dict[str, Any], out_dir: str) -> l
     return rows
 
 
-def run(spec: JobSpec) -> dict[str, Any]:
+def run(spec: JobSpec[InferenceParams]) -> dict[str, Any]:
     """Job entry: this rank's share of ``spec.inputs["plan"]``; rank 0 returns every row."""
     plan = pd.read_parquet(spec.inputs["plan"])
     me, world = rank(), world_size()
-    for key, config in (("plugin", "plugin_config"), ("plugin_ae", "plugin_config_ae")):
-        if spec.params.get(key):
+    params = spec.params
+    plugins = (
+        ("plugin", params.plugin, "plugin_config", params.plugin_config),
+        ("plugin_ae", params.plugin_ae, "plugin_config_ae", params.plugin_config_ae),
+    )
+    for key, plugin, config_key, config in plugins:
+        if plugin:
             logger.warning(
                 "inference %s %r (%s %s): sequence-parallel sampling is not built; each of "
                 "the %d ranks generates whole videos",
-                key, spec.params[key], config, spec.params.get(config), world,
+                key, plugin, config_key, config, world,
             )  # fmt: skip
-    rows = generate_plan(plan.iloc[me::world], spec.params, spec.inputs["out_dir"])
+    rows = generate_plan(plan.iloc[me::world], params, spec.inputs["out_dir"])
     if world > 1:
         gathered: list[Any] = [None] * world
         dist.all_gather_object(gathered, rows)

@@ -34,13 +34,13 @@ import torch
 from torch import Tensor
 
 from opensora_kedro.data.clip_dataset import to_clip_tensor
-from opensora_kedro.models.vae.base import VideoAutoencoder
-from opensora_kedro.training.rectified_flow import (
+from opensora_kedro.diffusion.rectified_flow import (
     INFERENCE_CONDITION_TYPES,
     V2V_LATENT_FRAMES,
     half_latent_frames,
     prepare_visual_condition,
 )
+from opensora_kedro.models.vae.base import VideoAutoencoder
 from opensora_kedro.video.probe import ProbeError
 
 logger = logging.getLogger(__name__)

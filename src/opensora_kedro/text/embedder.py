@@ -13,19 +13,23 @@ import json
 import logging
 import math
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from opensora_kedro.config.schemas.text import TextEmbeddingParams
 from opensora_kedro.hashing import sha256_file
 from opensora_kedro.progress import progress as progress_bar
 from opensora_kedro.text.cache import CacheUpdate, EmbeddingPlan, Slot
+from opensora_kedro.text.params import EmbeddingEncoderParams
+from opensora_kedro.text.tiny_encoders import CLIP_POSITIONS, build_tiny_encoder
 
 logger = logging.getLogger(__name__)
 
+ROLES = ("t5", "clip")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 # Files that make up an encoder (weights, configs, tokenizer); other formats are not loaded.
 ENCODER_FILES = ("*.safetensors", "*.bin", "*.json", "*.model", "*.txt")
@@ -147,19 +151,15 @@ class EncoderSpec:
 
 
 def prepare_encoder(
-    role: str,
-    source: str,
-    max_length: int,
-    dtype: str,
-    local_files_only: bool = True,
-    cache_dir: str | None = None,
-    device: str = "auto",
+    role: str, encoder: EmbeddingEncoderParams, dtype: str, device: str = "auto"
 ) -> EncoderSpec:
     """Locate an encoder and identify it (weights fingerprint, output, dtype) without loading it.
 
     A fully cached re-run therefore never loads the model.
     """
     kind = KINDS[role]
+    source, max_length = encoder.from_pretrained, encoder.max_length
+    local_files_only, cache_dir = encoder.local_files_only, encoder.cache_dir
     folder = resolve_local(source, local_files_only, cache_dir)
     config = _transformers(kind.config).from_pretrained(folder, local_files_only=True)
     torch_dtype = resolve_dtype(dtype, resolve_device(device))
@@ -290,13 +290,43 @@ def embed_missing(
     del embedder  # frees the (GPU) memory before the next encoder loads
 
 
+def prepare_encoders(
+    params: TextEmbeddingParams, captions: Collection[str]
+) -> dict[str, EncoderSpec]:
+    """Locate both encoders and fingerprint them; build the tiny ones first where allowed.
+
+    A configured folder that exists is used as is (rebuilt only when missing). A missing one
+    is built from ``captions`` with ``build_if_missing`` (conf/local) and is an error
+    otherwise (conf/cluster), naming the parameter and the path.
+    """
+    specs = {}
+    for role in ROLES:
+        encoder = getattr(params, role)
+        if not Path(encoder.from_pretrained).exists() and params.build_if_missing:
+            positions = max(CLIP_POSITIONS, params.clip.max_length)
+            build_tiny_encoder(role, captions, encoder.from_pretrained, params.tiny, positions)
+        try:
+            specs[role] = prepare_encoder(role, encoder, params.dtype, params.device)
+        except FileNotFoundError as error:
+            hint = "" if params.build_if_missing else (
+                "; or set text_embedding.build_if_missing: true for a tiny random encoder"
+            )  # fmt: skip
+            message = f"text_embedding.{role}.from_pretrained: {error}{hint}"
+            raise FileNotFoundError(message) from error
+    return specs
+
+
 def embed_plan(
-    plan: EmbeddingPlan, specs: Mapping[str, EncoderSpec], **options: Any
+    plan: EmbeddingPlan, specs: Mapping[str, EncoderSpec], params: TextEmbeddingParams
 ) -> Iterator[CacheUpdate]:
     """Every update a plan needs, in commit order: retire damaged shards, append new shards
-    (encoder by encoder), then record the slots as current (``options``: see embed_missing)."""
+    (encoder by encoder, on ``params.device``, ``batch_size`` captions per forward pass, shards
+    of at most ``shard_max_mb``), then record the slots as current."""
     if plan.retire:
         yield CacheUpdate(retire=list(plan.retire))
     for role, spec in specs.items():
-        yield from embed_missing(plan.todo.get(role, []), spec, **options)
+        yield from embed_missing(
+            plan.todo.get(role, []), spec, device=params.device, batch_size=params.batch_size,
+            shard_max_mb=params.shard_max_mb, progress=params.progress,
+        )  # fmt: skip
     yield CacheUpdate(select={role: spec.slot for role, spec in specs.items()})

@@ -17,13 +17,14 @@ import logging
 import string
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from opensora_kedro.files import build_folder
+from opensora_kedro.text.params import TinyEncoderParams
 
 logger = logging.getLogger(__name__)
 
@@ -38,26 +39,14 @@ SEED_CORPUS = [
 CLIP_BOS, CLIP_EOS = "<|startoftext|>", "<|endoftext|>"
 # CLIP's own pre-tokenisation (contractions, letter runs, single digits, punctuation runs).
 CLIP_SPLIT = r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
-
-
-@dataclass(frozen=True)
-class TinyEncoderConfig:
-    """Sizes of a tiny encoder (the diffusion model of conf/local expects hidden 64)."""
-
-    hidden_size: int = 64
-    num_layers: int = 2
-    num_heads: int = 2
-    vocab_size: int = 1000  # an upper bound: few captions give a smaller vocabulary
-    max_positions: int = 77  # CLIP's position table
-    seed: int = 0
-    pooled_fit_steps: int = 100  # full-batch steps that teach CLIP's pooled vector the words
+CLIP_POSITIONS = 77  # CLIP's position table (the tiny CLIP's, unless longer captions need more)
 
 
 def _corpus(captions: Iterable[str]) -> list[str]:
     return SEED_CORPUS + sorted({c for c in captions if c.strip()})
 
 
-def save_tiny_t5(captions: Iterable[str], folder: Path, config: TinyEncoderConfig) -> None:
+def save_tiny_t5(captions: Iterable[str], folder: Path, config: TinyEncoderParams) -> None:
     """Train a sentencepiece tokenizer on ``captions``, build a T5 encoder, save both."""
     import sentencepiece as spm
     from transformers import T5Config, T5EncoderModel, T5Tokenizer
@@ -156,14 +145,20 @@ def _clip_bpe(captions: Iterable[str], vocab_size: int):
     return bpe
 
 
-def save_tiny_clip(captions: Iterable[str], folder: Path, config: TinyEncoderConfig) -> None:
-    """Train a BPE tokenizer on ``captions``, build a CLIP text encoder, save both."""
+def save_tiny_clip(
+    captions: Iterable[str],
+    folder: Path,
+    config: TinyEncoderParams,
+    max_positions: int = CLIP_POSITIONS,
+) -> None:
+    """Train a BPE tokenizer on ``captions``, build a CLIP text encoder with ``max_positions``
+    positions, save both."""
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizerFast
 
     tokenizer = CLIPTokenizerFast(
         tokenizer_object=_clip_bpe(captions, config.vocab_size), bos_token=CLIP_BOS,
         eos_token=CLIP_EOS, unk_token=CLIP_EOS, pad_token=CLIP_EOS,
-        model_max_length=config.max_positions,
+        model_max_length=max_positions,
     )  # fmt: skip
     tokenizer.save_pretrained(folder)  # tokenizer.json plus vocab.json / merges.txt
     bos, eos = tokenizer.convert_tokens_to_ids([CLIP_BOS, CLIP_EOS])
@@ -171,7 +166,7 @@ def save_tiny_clip(captions: Iterable[str], folder: Path, config: TinyEncoderCon
     model_config = CLIPTextConfig(
         vocab_size=len(tokenizer), hidden_size=config.hidden_size,
         intermediate_size=4 * config.hidden_size, num_hidden_layers=config.num_layers,
-        num_attention_heads=config.num_heads, max_position_embeddings=config.max_positions,
+        num_attention_heads=config.num_heads, max_position_embeddings=max_positions,
         bos_token_id=bos, eos_token_id=eos, pad_token_id=eos,
     )  # fmt: skip
     with torch.random.fork_rng(devices=[]):
@@ -232,18 +227,21 @@ def fit_pooled_to_words(
     logger.info("fitted the tiny CLIP's pooled vector to the caption words (mse %.4f)", loss.item())
 
 
-BUILDERS = {"t5": save_tiny_t5, "clip": save_tiny_clip}
-
-
 def build_tiny_encoder(
-    role: str, captions: Iterable[str], folder: str | Path, config: TinyEncoderConfig
+    role: str,
+    captions: Iterable[str],
+    folder: str | Path,
+    config: TinyEncoderParams,
+    max_positions: int = CLIP_POSITIONS,
 ) -> Path:
-    """Build the tiny ``role`` encoder ("t5" / "clip") into ``folder``, which must not exist.
+    """Build the tiny ``role`` encoder ("t5" / "clip") of ``config``'s sizes into ``folder``,
+    which must not exist (``max_positions``: the CLIP encoder's position table).
 
     Built in a temporary sibling folder and renamed into place, so an interrupted build never
     leaves a half-written encoder where the embedder would load it.
     """
-    folder = build_folder(folder, lambda staging: BUILDERS[role](captions, staging, config),
+    builders = {"t5": save_tiny_t5, "clip": partial(save_tiny_clip, max_positions=max_positions)}
+    folder = build_folder(folder, lambda staging: builders[role](captions, staging, config),
                           "tiny encoder")  # fmt: skip
     logger.info("built tiny %s encoder (hidden %d, %d layers) in %s",
                 role, config.hidden_size, config.num_layers, folder)  # fmt: skip

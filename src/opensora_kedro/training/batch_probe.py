@@ -18,7 +18,7 @@ largest batch that fits whatever the rule says.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -26,6 +26,7 @@ import torch
 import yaml
 
 from opensora_kedro.data.bucket_config import BucketConfig
+from opensora_kedro.params import BucketConfigTree
 
 logger = logging.getLogger(__name__)
 
@@ -153,16 +154,16 @@ def largest_fitting(fits: Callable[[int], bool], start: int, limit: int) -> int:
     return low
 
 
-def probe_buckets(bucket_config: Mapping, geometry: LatentGeometry) -> list[ProbeBucket]:
-    """Every bucket of ``bucket_config`` at its largest aspect ratio, fewest tokens first."""
-    config = BucketConfig.from_dict(bucket_config)
-    raw = {name: entries for name, entries in bucket_config.items() if name != "_delete_"}
+def probe_buckets(bucket_config: BucketConfigTree, geometry: LatentGeometry) -> list[ProbeBucket]:
+    """Every bucket of a stage's (validated) ``bucket_config`` at its largest aspect ratio,
+    fewest tokens first."""
+    config = BucketConfig.from_tree(bucket_config)
     buckets = []
     for res in config.resolutions:
         largest = max(range(len(res.ratios)), key=lambda i: res.heights[i] * res.widths[i])
         height, width = res.heights[largest], res.widths[largest]
         lat_h, lat_w = height // geometry.spatial, width // geometry.spatial
-        entries = {int(k): v for k, v in raw[res.name].items()}
+        entries = bucket_config[res.name]
         for frames, size in zip(res.frames, res.batch_sizes, strict=True):
             lat_t = geometry.latent_frames(frames)
             tokens = lat_t * (lat_h // geometry.patch) * (lat_w // geometry.patch)

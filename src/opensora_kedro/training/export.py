@@ -11,16 +11,18 @@ from torch import nn
 
 from opensora_kedro.data.table_paths import table_fingerprint
 from opensora_kedro.models.lora import base_model, is_lora, merged_model, save_adapter
-from opensora_kedro.training.distributed import rank
+from opensora_kedro.runtime.distributed import rank
+from opensora_kedro.runtime.launcher import JobSpec
+from opensora_kedro.runtime.tracking import MetricsLogger
 from opensora_kedro.training.loop import Trainer
-from opensora_kedro.training.loop_settings import LoopSettings, TrainTask
-from opensora_kedro.training.tracking import MetricsLogger
+from opensora_kedro.training.loop_settings import TrainTask
+from opensora_kedro.training.params import LoopParams, LoraParams
 
 logger = logging.getLogger(__name__)
 
 
 def train_and_export(
-    task: TrainTask, settings: LoopSettings, spec: Any, metrics_prefix: str, policy: Any = None
+    task: TrainTask, spec: JobSpec[LoopParams], metrics_prefix: str, policy: Any = None
 ) -> dict:
     """What every job does with its task: train (resuming unless told not to), then rank 0
     exports the weights (the EMA copy when kept) as ``export/model.safetensors`` (under LoRA
@@ -31,12 +33,13 @@ def train_and_export(
     metrics = MetricsLogger(
         spec.mlflow_tracking_uri, spec.mlflow_run_id, metrics_prefix, rank() == 0
     )
+    settings = spec.params
     trainer = Trainer(task, settings, Path(spec.output_dir), metrics, policy)
     table = spec.inputs.get("training_table")
     if table:
         trainer.data_fingerprint = table_fingerprint(pd.read_parquet(table))
-    if spec.resume:
-        trainer.resume(force=spec.params.get("force_resume", False))
+    if settings.resume:
+        trainer.resume(force=settings.force_resume)
     else:
         trainer.discard_checkpoints()
     result = trainer.fit()  # ends with a checkpoint: the EMA is whole on every rank
@@ -56,11 +59,11 @@ def train_and_export(
             "update_steps": result.update_steps, "history": result.history}  # fmt: skip
 
 
-def _export_lora(model: nn.Module, export: Path, lora: dict) -> tuple[nn.Module, str | None]:
+def _export_lora(model: nn.Module, export: Path, lora: LoraParams) -> tuple[nn.Module, str | None]:
     """Write the adapters to ``export/lora`` (safetensors); return the weights to export
     (merged, or the base) and the adapter folder that goes with them (None once merged)."""
     folder = save_adapter(model, export / "lora")
-    if lora.get("merge"):
+    if lora.merge:
         logger.info("LoRA: exporting merged weights (adapters also in %s)", folder)
         return merged_model(model), None
     logger.info("LoRA: exporting the base weights with the adapters in %s", folder)

@@ -22,15 +22,16 @@ from opensora_kedro.models.lora import (
     lora_config,
 )
 from opensora_kedro.progress import progress
+from opensora_kedro.runtime.booster import clips_inside_plugin, make_plugin
+from opensora_kedro.runtime.compat import check_precision, has_cuda, make_optimizer
+from opensora_kedro.runtime.distributed import rank, world_size
+from opensora_kedro.runtime.tracking import MetricsLogger
 from opensora_kedro.training import rng
-from opensora_kedro.training.booster import clips_inside_plugin, make_plugin
 from opensora_kedro.training.checkpoint import (
     CheckpointManager,
     TrainingDataChangedError,
     check_model_fits,
 )
-from opensora_kedro.training.compat import check_precision, has_cuda, make_optimizer
-from opensora_kedro.training.distributed import rank, world_size
 from opensora_kedro.training.ema import (
     create_ema_model,
     ema_state_dict,
@@ -39,7 +40,6 @@ from opensora_kedro.training.ema import (
     update_ema,
 )
 from opensora_kedro.training.loop_settings import (
-    LoopSettings,
     MetricsWindow,
     Running,
     TrainResult,
@@ -47,8 +47,8 @@ from opensora_kedro.training.loop_settings import (
 )
 from opensora_kedro.training.lr_schedule import WarmupLR
 from opensora_kedro.training.master_weights import load_masters, master_weights, model_state
+from opensora_kedro.training.params import LoopParams
 from opensora_kedro.training.samples import sample_folder
-from opensora_kedro.training.tracking import MetricsLogger
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ class Trainer:
     def __init__(
         self,
         task: TrainTask,
-        settings: LoopSettings,
+        settings: LoopParams,
         output_dir: Path,
         metrics: MetricsLogger,
         policy: Any = None,
@@ -126,8 +126,8 @@ class Trainer:
             [p for p in model.parameters() if p.requires_grad], settings.optim
         )
         scheduler = WarmupLR(
-            optimizer, warmup_steps=settings.warmup_steps,
-            total_steps=settings.max_steps if settings.use_cosine_scheduler else None,
+            optimizer, warmup_steps=settings.warmup,
+            total_steps=settings.max_steps if settings.cosine_decay else None,
         )  # fmt: skip
         self.model, self.optimizer, _, _, self.scheduler = self.booster.boost(
             model, optimizer, lr_scheduler=scheduler
@@ -166,7 +166,7 @@ class Trainer:
         plugin supports it (DDP, ZeRO, hybrid), else (one process, no plugin) the same peft
         calls directly."""
         lora = self.settings.lora
-        pretrained = lora.get("pretrained_dir")
+        pretrained = lora.pretrained_dir
         if plugin is not None and plugin.support_lora():
             config = None if pretrained else lora_config(lora)
             model = self.booster.enable_lora(model, pretrained_dir=pretrained, lora_config=config)
@@ -174,7 +174,7 @@ class Trainer:
             model = add_lora(model, lora, pretrained)
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         total = sum(p.numel() for p in model.parameters())
-        logger.info("LoRA rank %d: %d of %d parameters train (%.2f%%)", lora["r"], trainable,
+        logger.info("LoRA rank %d: %d of %d parameters train (%.2f%%)", lora.r, trainable,
                     total, 100 * trainable / max(total, 1))  # fmt: skip
         return model
 
@@ -258,10 +258,10 @@ class Trainer:
         """A resumed run uses the configured lr (as Open-Sora resets lr and eps on load)."""
         optim = self.settings.optim
         for group in self.optimizer.param_groups:
-            group["eps"] = optim["eps"]
-        if list(self.scheduler.base_lrs) != [optim["lr"]] * len(self.scheduler.base_lrs):
-            logger.info("resumed with lr %g from the parameters", optim["lr"])
-            self.scheduler.base_lrs = [optim["lr"]] * len(self.scheduler.base_lrs)
+            group["eps"] = optim.eps
+        if list(self.scheduler.base_lrs) != [optim.lr] * len(self.scheduler.base_lrs):
+            logger.info("resumed with lr %g from the parameters", optim.lr)
+            self.scheduler.base_lrs = [optim.lr] * len(self.scheduler.base_lrs)
             self.scheduler.set_step(self.running.update_step)
 
     def discard_checkpoints(self) -> None:
@@ -377,14 +377,14 @@ class Trainer:
                 running.step += 1
                 if running.step % acc:
                     continue
-                logging_now = (running.update_step + 1) % settings.log_every == 0
+                logging_now = (running.update_step + 1) % settings.log_interval == 0
                 norm = self._update(want_norm=logging_now)
                 bar.update(1)
-                if running.update_step % settings.log_every == 0:
+                if running.update_step % settings.log_interval == 0:
                     self._log(window, norm)
                     bar.set_postfix(loss=f"{window.mean_loss():.4f}")
                     window = MetricsWindow()
-                if settings.sample_every and running.update_step % settings.sample_every == 0:
+                if settings.samples.every and running.update_step % settings.samples.every == 0:
                     self._samples()
                 if running.update_step % settings.ckpt_every == 0 or self._done():
                     last_saved, saved_step = self.save() or last_saved, running.update_step

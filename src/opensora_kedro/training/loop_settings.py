@@ -1,5 +1,5 @@
-"""What the shared training loop is told and what it reports: the task protocol, the loop's
-settings from a parameter group, its position, a window of metrics, its result."""
+"""What the shared training loop is told and what it reports: the task protocol, its
+position, a window of metrics, its result (its settings: ``training.params``)."""
 
 from __future__ import annotations
 
@@ -23,57 +23,6 @@ class TrainTask(Protocol):
 
     # Optional: ``samples(model, folder) -> list[Path]`` writes the task's sample set of the
     # current weights (see :mod:`~opensora_kedro.training.samples`).
-
-
-@dataclass(frozen=True)
-class LoopSettings:
-    """The loop's share of a training parameter group."""
-
-    seed: int
-    epochs: int
-    max_steps: int | None
-    accumulation_steps: int
-    grad_clip: float | None
-    log_every: int
-    ckpt_every: int
-    keep_n_latest: int
-    ema_decay: float | None
-    warmup_steps: int
-    dtype: str
-    plugin: str
-    plugin_config: dict
-    optim: dict
-    num_workers: int = 0
-    prefetch_factor: int | None = None
-    compile: bool = False
-    use_cosine_scheduler: bool = False
-    lora: dict | None = None
-    sample_every: int | None = None
-
-    @classmethod
-    def from_params(cls, params: dict, warmup_steps: int | None = None) -> LoopSettings:
-        """Read the settings from a validated parameter group (diffusion stage or VAE)."""
-        names = {f for f in cls.__dataclass_fields__ if f not in ("warmup_steps",)}
-        values = {name: params[name] for name in names if name in params}
-        values.setdefault("accumulation_steps", 1)
-        values["log_every"] = effective_log_every(params)
-        values["sample_every"] = (params.get("samples") or {}).get("every")
-        warmup = params.get("warmup_steps", warmup_steps or 0)
-        return cls(warmup_steps=warmup, **values)
-
-
-POINTS_PER_RUN = 100  # metric points a run logs when log_every is left to the loop
-LOG_EVERY_WITHOUT_MAX_STEPS = 10
-
-
-def effective_log_every(params: dict) -> int:
-    """``log_every``, or when unset (null) every ``max_steps / 100`` updates (at least 1) so a
-    run of any length draws a curve of about 100 points (10 without max_steps)."""
-    if params.get("log_every"):
-        return int(params["log_every"])
-    if not params.get("max_steps"):
-        return LOG_EVERY_WITHOUT_MAX_STEPS
-    return max(1, int(params["max_steps"]) // POINTS_PER_RUN)
 
 
 @dataclass

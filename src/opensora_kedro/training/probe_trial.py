@@ -14,68 +14,66 @@ import json
 import logging
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
-from opensora_kedro.models.mmdit import build_mmdit
+from opensora_kedro.config.schemas.diffusion import DiffusionStageParams
+from opensora_kedro.diffusion import rectified_flow as rf
+from opensora_kedro.models.mmdit import MMDiT, config_from_params
 from opensora_kedro.models.vae.loading import autoencoder_structure
-from opensora_kedro.training import rectified_flow as rf
+from opensora_kedro.runtime.tracking import MetricsLogger
 from opensora_kedro.training.batch_probe import LatentGeometry, ProbeBucket
 from opensora_kedro.training.loop import Trainer
-from opensora_kedro.training.loop_settings import LoopSettings
-from opensora_kedro.training.tracking import MetricsLogger
 
 logger = logging.getLogger(__name__)
 
 
-def stage_geometry(params: dict[str, Any], vae_dir: str | None = None) -> LatentGeometry:
+def stage_geometry(params: DiffusionStageParams, vae_dir: str | None = None) -> LatentGeometry:
     """The token geometry of a diffusion stage: its VAE's compression, the model's patch and
     input width, the T5 length. ``vae_dir``: the exported VAE when ``ae.from_pretrained`` is
     null."""
-    vae = autoencoder_structure(params["ae"], vae_dir)
-    patch = params["model"]["patch_size"]
-    if params["model"]["in_channels"] != vae.latent_channels * patch**2:
+    vae = autoencoder_structure(params.ae, vae_dir)
+    patch, in_channels = params.model.patch_size, params.model.in_channels
+    if in_channels != vae.latent_channels * patch**2:
         raise ValueError(
-            f"model.in_channels {params['model']['in_channels']} is not the VAE's "
+            f"model.in_channels {in_channels} is not the VAE's "
             f"{vae.latent_channels} latent channels x patch {patch}^2"
         )
     return LatentGeometry(
         spatial=vae.spatial_compression, temporal=vae.temporal_compression,
         causal=vae.is_causal, patch=patch, channels=vae.latent_channels,
-        text_tokens=params["t5"]["max_length"],
+        text_tokens=params.t5.max_length,
     )  # fmt: skip
 
 
 class RandomLatentTask:
     """A diffusion stage's model and loss on random latents and text (no data, no VAE)."""
 
-    def __init__(self, params: dict[str, Any]) -> None:
+    def __init__(self, params: DiffusionStageParams) -> None:
         self.params = params
 
     def build_model(self) -> nn.Module:
-        settings = self.params["grad_ckpt_settings"] if self.params["grad_checkpoint"] else None
-        return build_mmdit({**self.params["model"], "grad_ckpt_settings": settings or None})
+        settings = self.params.grad_ckpt_settings if self.params.grad_checkpoint else None
+        return MMDiT(config_from_params(self.params.model, settings))
 
     def build_data(self, rank: int, world_size: int) -> tuple[None, None, None]:
         return None, None, None  # the probe feeds batches itself
 
     def loss(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         """Rectified-flow loss on a random batch of ``batch["shape"]``, as the stage trains."""
-        model_params = self.params["model"]
+        model_params = self.params.model
         batch_size, channels, frames, height, width = batch["shape"]
         device = batch["device"]
         x0 = torch.randn(batch_size, channels, frames, height, width, device=device)
         txt = torch.randn(
-            batch_size, self.params["t5"]["max_length"], model_params["context_in_dim"],
-            device=device,
-        )  # fmt: skip
-        y = torch.randn(batch_size, model_params["vec_in_dim"], device=device)
+            batch_size, self.params.t5.max_length, model_params.context_in_dim, device=device
+        )
+        y = torch.randn(batch_size, model_params.vec_in_dim, device=device)
         t = rf.sample_timesteps(batch_size, device=device)
         noise = torch.randn_like(x0)
         cond = None
-        if model_params["cond_embed"]:
+        if model_params.cond_embed:
             cond = torch.zeros(batch_size, channels + 1, frames, height, width, device=device)
         velocity = model(rf.noise_input(x0, noise, t), txt, y, t, cond=cond)
         return rf.flow_loss(velocity.float(), rf.velocity_target(x0, noise).float()), {}
@@ -87,14 +85,14 @@ class TrainStepTrial:
     Call inside a process group (:func:`~.distributed.process_group`) on a CUDA device.
     """
 
-    def __init__(self, params: dict[str, Any], steps: int = 2) -> None:
+    def __init__(self, params: DiffusionStageParams, steps: int = 2) -> None:
         self.steps = steps
         self._tmp = tempfile.TemporaryDirectory(prefix="batch-probe-")
-        settings = LoopSettings.from_params({**params, "max_steps": None, "compile": False})
+        settings = params.model_copy(update={"max_steps": None, "compile": False})
         metrics = MetricsLogger(None, None, "", enabled=False)
         policy = None
-        if params["plugin"] == "hybrid":  # as the diffusion job wraps the MMDiT
-            from opensora_kedro.training.mmdit_policy import MMDiTPolicy
+        if params.plugin == "hybrid":  # as the diffusion job wraps the MMDiT
+            from opensora_kedro.runtime.mmdit_policy import MMDiTPolicy
 
             policy = MMDiTPolicy()
         self.trainer = Trainer(
@@ -123,9 +121,9 @@ class TrainStepTrial:
         self._tmp.cleanup()
 
 
-def _check_single_process(params: dict[str, Any]) -> None:
-    config = params["plugin_config"]
-    group = config["tp_size"] * config["sp_size"] * config["pp_size"]
+def _check_single_process(params: DiffusionStageParams) -> None:
+    config = params.plugin_config
+    group = config.tp_size * config.sp_size * config.pp_size
     if group > 1:
         raise RuntimeError(
             f"the probe runs in one process but plugin_config has tp*sp*pp = {group}; probe "
@@ -136,11 +134,12 @@ def _check_single_process(params: dict[str, Any]) -> None:
 
 
 def run_probe(
-    stage: str, params: dict[str, Any], out_dir: str | Path, header: list[str]
+    stage: str, params: DiffusionStageParams, out_dir: str | Path, header: list[str]
 ) -> dict[str, Path]:
     """Probe every bucket of ``stage`` on this machine's first GPU; write the stage's
     ``bucket_config`` (``parameters_<stage>_probed.yml``) and the report (JSON, Markdown)
     into ``out_dir``. Returns the paths written."""
+    from opensora_kedro.runtime.distributed import process_group
     from opensora_kedro.training.batch_probe import (
         ProbeSettings,
         bucket_config_yaml,
@@ -150,33 +149,32 @@ def run_probe(
         report_markdown,
         search_batch_sizes,
     )
-    from opensora_kedro.training.distributed import process_group
 
     if not torch.cuda.is_available():
         raise RuntimeError("the batch-size probe trains on a CUDA GPU; this machine has none")
     _check_single_process(params)
-    probe = params["probe"]
-    buckets = probe_buckets(params["bucket_config"], stage_geometry(params))
+    probe = params.probe
+    buckets = probe_buckets(params.bucket_config, stage_geometry(params))
     total = torch.cuda.get_device_properties(0).total_memory
-    budget = int(total * probe["memory_fraction"])
+    budget = int(total * probe.memory_fraction)
     device = {"name": torch.cuda.get_device_name(0), "memory_gib": round(total / 2**30, 1),
-              "budget_gib": round(budget / 2**30, 1), "plugin": params["plugin"],
-              "dtype": params["dtype"], "grad_checkpoint": params["grad_checkpoint"]}  # fmt: skip
+              "budget_gib": round(budget / 2**30, 1), "plugin": params.plugin,
+              "dtype": params.dtype, "grad_checkpoint": params.grad_checkpoint}  # fmt: skip
     with process_group():
         # Beyond the budget the allocator raises OutOfMemoryError instead of growing.
-        torch.cuda.set_per_process_memory_fraction(probe["memory_fraction"])
-        trial = TrainStepTrial(params, steps=probe["steps_per_trial"])
+        torch.cuda.set_per_process_memory_fraction(probe.memory_fraction)
+        trial = TrainStepTrial(params, steps=probe.steps_per_trial)
         try:
-            settings = ProbeSettings(budget_bytes=budget, max_batch=probe["max_batch"])
+            settings = ProbeSettings(budget_bytes=budget, max_batch=probe.max_batch)
             results = search_batch_sizes(buckets, trial, settings, trial.recover)
         finally:
             trial.close()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     header = [*header, f"on {device['name']} ({device['memory_gib']} GiB), budget "
-              f"{device['budget_gib']} GiB ({probe['memory_fraction']} of it), plugin "
-              f"{params['plugin']}, {params['dtype']}, grad_checkpoint "
-              f"{params['grad_checkpoint']}"]  # fmt: skip
+              f"{device['budget_gib']} GiB ({probe.memory_fraction} of it), plugin "
+              f"{params.plugin}, {params.dtype}, grad_checkpoint "
+              f"{params.grad_checkpoint}"]  # fmt: skip
     paths = {"bucket_config": out / f"parameters_{stage}_probed.yml",
              "report_json": out / "report.json", "report_md": out / "report.md"}  # fmt: skip
     config = probed_bucket_config(buckets, results)

@@ -12,6 +12,7 @@ import numpy as np
 
 from opensora_kedro.evaluation.report import animated_gif, contact_sheet
 from opensora_kedro.files import write_atomic
+from opensora_kedro.params import BucketConfigTree
 from opensora_kedro.video.codec import encode_image, encode_mp4
 
 logger = logging.getLogger(__name__)
@@ -27,10 +28,10 @@ def fixed_rows(rows: int, count: int, seed: int) -> list[int]:
     return sorted(np.random.default_rng(seed).permutation(rows)[: min(count, rows)].tolist())
 
 
-def sample_shape(bucket_config: dict, num_frames: int | None) -> tuple[str, int]:
+def sample_shape(bucket_config: BucketConfigTree, num_frames: int | None) -> tuple[str, int]:
     """The first resolution of ``bucket_config`` and ``num_frames`` or its longest frames."""
     resolution, frames = next(iter(bucket_config.items()))
-    return resolution, num_frames or max(int(t) for t in frames)
+    return resolution, num_frames or max(frames)
 
 
 def write_sample_set(

@@ -31,50 +31,34 @@ previous frame (raw for the 3.2 rule, blurred otherwise) is carried between chun
 memory does not grow with the clip length. Every decoded frame counts, whatever the
 clip's frame rate (Open-Sora's ``-r 24`` is an input option that only re-times frames).
 
-The luma comes straight from the decoded Y plane of 8-bit YUV (and gray) frames, as
-libvmaf receives them; RGB and other formats are converted to limited-range ``yuv420p``
-first, as ffmpeg does in front of libvmaf (see :func:`luma_plane`). Frames with a display
-rotation are turned upright first, as ffmpeg's autorotation does (see :func:`iter_luma`).
+The luma comes from :mod:`opensora_kedro.video.luma` (decoded Y planes, as libvmaf
+receives them), and the blur and SAD arithmetic on blocks of frames from
+:mod:`opensora_kedro.video.motion_kernel`.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Literal
 
-import av
 import numpy as np
-from av.video.reformatter import ColorRange
 
-from opensora_kedro.video.decode import set_threads
+from opensora_kedro.video.luma import iter_luma
+from opensora_kedro.video.motion_kernel import (
+    EdgeRule,
+    Variant,
+    Workspace,
+    blur_block,
+    column_sums,
+    difference_block_sads,
+    gather_rows,
+    mirror_index,
+    normalise,
+)
 
 logger = logging.getLogger(__name__)
-
-Variant = Literal["integer", "float"]
-EdgeRule = Literal["3.1", "3.2"]
-
-# libvmaf's integer taps (they sum to 65536) and float taps; both are symmetric, so only
-# the outer, inner and centre weights are needed.
-INTEGER_TAPS = (3571, 16004, 26386, 16004, 3571)
-FLOAT_TAPS = (0.054488685, 0.244201342, 0.402619947, 0.244201342, 0.054488685)
-_C0, _C1, _C2 = INTEGER_TAPS[:3]
-_F0, _F1, _F2 = (np.float32(tap) for tap in FLOAT_TAPS[:3])
-RADIUS = 2
-
-# 8-bit formats whose first plane is the luma that libvmaf reads as it is (ffmpeg hands
-# full-range yuvj and gray over without a range conversion); anything else goes through
-# swscale to limited-range yuv420p first, as ffmpeg converts RGB in front of libvmaf.
-_DIRECT_FORMATS = frozenset(
-    {"gray", "nv12", "nv21", "nv16", "nv24"}
-    | {f"yuv{j}{sub}p" for j in ("", "j") for sub in ("410", "411", "420", "422", "440", "444")}
-)
-# A 3.2 vertical pass bounded by this fits the int32 horizontal pass:
-# 65536 * 32767 + 32768 < 2 ** 31.
-_INT32_SAFE = 32767
 
 
 @dataclass(frozen=True)
@@ -119,24 +103,6 @@ class MotionResult:
     motion2: np.ndarray | None = None
 
 
-# --------------------------------------------------------------------------------------
-# Building blocks shared with the plain reference (tests/video/motion_reference.py), which
-# the streaming kernel below must agree with bit for bit.
-# --------------------------------------------------------------------------------------
-
-
-def mirror_index(n: int, edge_rule: EdgeRule, radius: int = RADIUS) -> np.ndarray:
-    """Source index of each padded position ``-radius .. n + radius - 1`` under libvmaf's
-    mirror: ``i < 0`` reads ``-i``; ``i >= n`` reads ``2n - i - 1`` (3.1) or ``2n - i - 2``
-    (3.2)."""
-    if n <= radius:
-        raise ValueError(f"a side of {n} pixels is too small for the {2 * radius + 1}-tap blur")
-    index = np.arange(-radius, n + radius)
-    index = np.where(index < 0, -index, index)
-    upper = 1 if edge_rule == "3.1" else 2
-    return np.where(index >= n, 2 * n - index - upper, index)
-
-
 def motion2_from_motion(motion: np.ndarray) -> np.ndarray:
     """libvmaf's ``motion2``: ``min(motion[i], motion[i + 1])``, 0 for the first frame and
     ``motion[last]`` for the last (it damps one-frame spikes such as scene cuts)."""
@@ -147,171 +113,6 @@ def motion2_from_motion(motion: np.ndarray) -> np.ndarray:
     if len(motion):
         motion2[0] = 0.0
     return motion2
-
-
-# --------------------------------------------------------------------------------------
-# The streaming kernel: the same arithmetic on blocks of frames x rows, in place, on
-# buffers allocated once per clip (a fresh allocation per block costs page faults).
-# --------------------------------------------------------------------------------------
-
-
-def _taps(out: np.ndarray, src: np.ndarray, step: int, tmp: np.ndarray, taps) -> None:
-    """``out[i] = c0 (x[i] + x[i + 4s]) + c1 (x[i + s] + x[i + 3s]) + c2 x[i + 2s]`` over the
-    flattened arrays, ``s = step`` (1 along a row, the row length down a column).
-
-    Working on one contiguous 1-D array keeps numpy in its fastest loops; the last ``4s``
-    positions of ``out`` are left alone (they are scratch in :class:`_Workspace`'s layout).
-    """
-    src, out, tmp = src.reshape(-1), out.reshape(-1), tmp.reshape(-1)
-    n = src.size - 4 * step
-    head, scratch = out[:n], tmp[:n]
-    c0, c1, c2 = taps
-    np.add(src[:n], src[4 * step : 4 * step + n], out=head)
-    head *= c0
-    np.add(src[step : step + n], src[3 * step : 3 * step + n], out=scratch)
-    scratch *= c1
-    head += scratch
-    np.multiply(src[2 * step : 2 * step + n], c2, out=scratch)
-    head += scratch
-
-
-@functools.lru_cache(maxsize=32)
-def _mirrored(n: int, edge_rule: EdgeRule) -> np.ndarray:
-    """:func:`mirror_index`, cached: blocks ask for the same few sides again and again."""
-    index = mirror_index(n, edge_rule)
-    index.flags.writeable = False
-    return index
-
-
-def _mirror_columns(padded: np.ndarray, width: int, edge_rule: EdgeRule) -> None:
-    """Fill the two columns on each side of ``padded[..., 2 : width + 2]`` by mirroring."""
-    source = _mirrored(width, edge_rule)
-    for column in (0, 1, width + 2, width + 3):
-        padded[..., column] = padded[..., source[column] + RADIUS]
-
-
-class _Workspace:
-    """Buffers for one block, each laid out ``frames x (rows + 4) x (width + 4)``.
-
-    Every frame's slab carries room for the 2 + 2 halo rows and every row the 2 + 2
-    mirrored columns, so both blur passes are shifted slices of one flat array. The
-    source goes in at ``[:, :, 2 : width + 2]``; the vertical pass leaves row ``r`` of the
-    block at slab row ``r`` (still at columns ``2 : width + 2``) and the horizontal pass
-    leaves the blurred block at ``[:, :rows, :width]``; everything else is scratch.
-    """
-
-    def __init__(self, frames: int, rows: int, width: int, dtype: type) -> None:
-        self.width = width
-        size = frames * (rows + 2 * RADIUS) * (width + 2 * RADIUS)
-        # Zeros, not empty: padding that is read before it is first written must hold
-        # finite values (later it holds finite scratch from earlier blocks).
-        self._buffers = [np.zeros(size, dtype) for _ in range(3)]
-        self._wide: list[np.ndarray] = []
-
-    def views(self, frames: int, rows: int) -> list[np.ndarray]:
-        """``[source, vertical, tmp, out]`` for a block of ``frames x rows``, contiguous.
-
-        ``out`` is ``source``: the source is dead once the vertical pass has read it, and
-        three buffers instead of four keep a larger block in the CPU's L2 cache.
-        """
-        source, vertical, tmp = self._cut(self._buffers, frames, rows)
-        return [source, vertical, tmp, source]
-
-    def wide_views(self, frames: int, rows: int) -> list[np.ndarray]:
-        """int64 ``[vertical, tmp, out]`` for the rare blocks that overflow int32."""
-        if not self._wide:
-            self._wide = [np.zeros(self._buffers[0].size, np.int64) for _ in range(3)]
-        return self._cut(self._wide, frames, rows)
-
-    def buffers(self) -> list[np.ndarray]:
-        """Every buffer allocated so far."""
-        return [*self._buffers, *self._wide]
-
-    def _cut(self, buffers: list[np.ndarray], frames: int, rows: int) -> list[np.ndarray]:
-        shape = (frames, rows + 2 * RADIUS, self.width + 2 * RADIUS)
-        size = shape[0] * shape[1] * shape[2]
-        return [buffer[:size].reshape(shape) for buffer in buffers]
-
-
-def _gather_rows(frames: np.ndarray, start: int, stop: int, edge_rule: EdgeRule) -> np.ndarray:
-    """Rows ``start - 2 .. stop + 1`` of every frame, mirrored at the top and bottom."""
-    height = frames.shape[1]
-    if start >= RADIUS and stop + RADIUS <= height:
-        return frames[:, start - RADIUS : stop + RADIUS]
-    return frames[:, _mirrored(height, edge_rule)[start : stop + 2 * RADIUS]]
-
-
-def _column_sums(block: np.ndarray) -> np.ndarray:
-    """Per-frame sums of a ``T x rows x W`` block of non-negative values up to 65535.
-
-    Summing down the rows in int32 first is exact (rows <= 32768) and about twice as
-    fast as one int64 reduction.
-    """
-    if block.dtype.kind == "f":
-        return block.sum(axis=(1, 2), dtype=np.float64)
-    return block.sum(axis=1, dtype=np.int32).sum(axis=1, dtype=np.int64)
-
-
-def _difference_block_sads(workspace: _Workspace, previous, current) -> np.ndarray:
-    """Per-frame SAD of libvmaf 3.2's blur of ``previous - current`` (``T x rows+4 x W``
-    uint8 rows including the halo)."""
-    frames, rows, width = previous.shape
-    rows -= 2 * RADIUS
-    source, vertical, tmp, out = workspace.views(frames, rows)
-    np.subtract(previous, current, out=source[:, :, RADIUS : width + RADIUS], dtype=np.int32)
-    _taps(vertical, source, width + 2 * RADIUS, tmp, (_C0, _C1, _C2))
-    vertical += 128
-    vertical >>= 8  # an arithmetic shift: floors negative sums like the C code
-    _mirror_columns(vertical, width, "3.2")
-    valid = vertical[:, :rows]
-    if max(-int(valid.min()), int(valid.max())) > _INT32_SAFE:
-        # Large differences (a scene cut) overflow int32 in the horizontal pass.
-        wide_vertical, tmp, out = workspace.wide_views(frames, rows)
-        np.copyto(wide_vertical, vertical)
-        vertical = wide_vertical
-    _taps(out, vertical, 1, tmp, (_C0, _C1, _C2))
-    out += 32768
-    out >>= 16
-    np.abs(out, out=out)
-    return _column_sums(out[:, :rows, :width])
-
-
-def _blur_block(workspace: _Workspace, source_rows: np.ndarray, config: MotionConfig):
-    """Blur ``T x rows+4 x W`` uint8 rows (with halo) each on its own (3.1 integer or
-    float); returns the ``T x rows x W`` view of the result and a free buffer of that shape."""
-    frames, rows, width = source_rows.shape
-    rows -= 2 * RADIUS
-    source, vertical, tmp, out = workspace.views(frames, rows)
-    inner = source[:, :, RADIUS : width + RADIUS]
-    if config.variant == "float":
-        np.subtract(source_rows, np.float32(128), out=inner, dtype=np.float32)
-        _taps(vertical, source, width + 2 * RADIUS, tmp, (_F0, _F1, _F2))
-        _mirror_columns(vertical, width, config.edge_rule)
-        _taps(out, vertical, 1, tmp, (_F0, _F1, _F2))
-        return out[:, :rows, :width], tmp[:, :rows, :width]
-    np.copyto(inner, source_rows)
-    _taps(vertical, source, width + 2 * RADIUS, tmp, (_C0, _C1, _C2))
-    vertical += 128
-    vertical >>= 8
-    _mirror_columns(vertical, width, config.edge_rule)
-    # Non-negative sums up to 65536 * 65280 + 32768: uint32 holds them, int32 does not.
-    wide = out.view(np.uint32)
-    _taps(wide, vertical.view(np.uint32), 1, tmp.view(np.uint32), (_C0, _C1, _C2))
-    wide += 32768
-    wide >>= 16
-    return out[:, :rows, :width], tmp[:, :rows, :width]
-
-
-def _normalise(sads: np.ndarray, height: int, width: int, config: MotionConfig) -> np.ndarray:
-    """A frame's SAD as libvmaf reports it, over an array of SADs: the integer SAD over 256
-    and the pixel count (in double for 3.2, through a float32 cast for 3.1); the float SAD
-    over the pixel count in float32."""
-    pixels = height * width
-    if config.variant == "float":
-        return (sads.astype(np.float32) / np.float32(pixels)).astype(np.float64)
-    if config.edge_rule == "3.1":
-        return ((sads / 256.0).astype(np.float32) / np.float32(pixels)).astype(np.float64)
-    return sads / 256.0 / pixels
 
 
 class MotionAccumulator:
@@ -341,7 +142,7 @@ class MotionAccumulator:
         self.block_frames = max(1, config.block_pixels // (height * width))
         self.block_rows = min(height, max(8, config.block_pixels // (self.block_frames * width)))
         dtype = np.float32 if config.variant == "float" else np.int32
-        self._workspace = _Workspace(self.block_frames, self.block_rows, width, dtype)
+        self._workspace = Workspace(self.block_frames, self.block_rows, width, dtype)
         if config.blurs_difference:
             self._previous: np.ndarray | None = None  # the last raw frame
         else:
@@ -378,7 +179,8 @@ class MotionAccumulator:
             sads = sads[1:] if first else sads  # the clip's first frame has no predecessor
         if first:
             self._push(0.0)
-        for value in _normalise(sads, self.height, self.width, self.config):
+        config = self.config
+        for value in normalise(sads, self.height, self.width, config.variant, config.edge_rule):
             self._push(float(value))
 
     def _push(self, value: float) -> None:
@@ -423,63 +225,26 @@ class MotionAccumulator:
         stack = frames if self._previous is None else np.concatenate([self._previous[None], frames])
         sads = np.zeros(len(stack) - 1, np.int64)
         for t0, t1, r0, r1 in self._blocks(len(stack) - 1):
-            previous = _gather_rows(stack[t0:t1], r0, r1, "3.2")
-            current = _gather_rows(stack[t0 + 1 : t1 + 1], r0, r1, "3.2")
-            sads[t0:t1] += _difference_block_sads(self._workspace, previous, current)
+            previous = gather_rows(stack[t0:t1], r0, r1, "3.2")
+            current = gather_rows(stack[t0 + 1 : t1 + 1], r0, r1, "3.2")
+            sads[t0:t1] += difference_block_sads(self._workspace, previous, current)
         self._previous = frames[-1].copy()  # the caller may reuse its chunk buffer
         return sads
 
     def _blurred_sads(self, frames: np.ndarray) -> np.ndarray:
         """SAD of each frame's blur against the previous frame's (3.1 and float)."""
-        sads = np.zeros(len(frames), np.float64 if self.config.variant == "float" else np.int64)
+        variant, edge_rule = self.config.variant, self.config.edge_rule
+        sads = np.zeros(len(frames), np.float64 if variant == "float" else np.int64)
         for t0, t1, r0, r1 in self._blocks(len(frames)):
-            source = _gather_rows(frames[t0:t1], r0, r1, self.config.edge_rule)
-            blurred, diff = _blur_block(self._workspace, source, self.config)
+            source = gather_rows(frames[t0:t1], r0, r1, edge_rule)
+            blurred, diff = blur_block(self._workspace, source, variant, edge_rule)
             previous = self._previous[r0:r1]
             np.subtract(blurred[0], previous, out=diff[0])
             np.subtract(blurred[1:], blurred[:-1], out=diff[1:])
             np.abs(diff, out=diff)
-            sads[t0:t1] += _column_sums(diff)
+            sads[t0:t1] += column_sums(diff)
             previous[...] = blurred[-1]
         return sads
-
-
-# --------------------------------------------------------------------------------------
-# Decoding and the public entry points.
-# --------------------------------------------------------------------------------------
-
-
-def luma_plane(frame: av.VideoFrame) -> np.ndarray:
-    """The 8-bit luma of a decoded frame as an ``H x W`` uint8 view (no copy, no resize).
-
-    8-bit YUV and gray are read as they are, like libvmaf reads them. RGB and the rest go
-    through swscale to limited-range ``yuv420p`` first, as ffmpeg converts them in front of
-    libvmaf (sources above 8 bits are reduced to 8 here, where libvmaf would measure them
-    at their own depth: the score then differs by about 0.1%).
-    """
-    if frame.format.name not in _DIRECT_FORMATS:
-        frame = frame.reformat(format="yuv420p", dst_color_range=ColorRange.MPEG)
-    plane = frame.planes[0]
-    # Rows are padded to ``line_size`` bytes; keep the visible width only.
-    rows = np.frombuffer(plane, np.uint8).reshape(frame.height, plane.line_size)
-    return rows[:, : frame.width]
-
-
-def iter_luma(path: str | os.PathLike) -> Iterator[np.ndarray]:
-    """Yield every decoded frame of ``path``'s first video stream as ``H x W`` uint8 luma,
-    a view of the decoded frame's plane (no copy).
-
-    A frame with a display rotation is turned upright, as ffmpeg's autorotation turns it
-    before libvmaf sees it (a quarter turn swaps which pass runs along the rows).
-    """
-    with av.open(str(path)) as container:
-        if not container.streams.video:
-            raise ValueError(f"{path} has no video stream")
-        stream = container.streams.video[0]
-        set_threads(stream)
-        for frame in container.decode(stream):
-            quarter_turns = round((frame.rotation or 0) / 90) % 4
-            yield np.rot90(luma_plane(frame), quarter_turns)
 
 
 def motion_from_frames(

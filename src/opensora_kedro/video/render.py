@@ -7,8 +7,12 @@ direction) can be measured back from the pixels, which the evaluation relies on.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:  # the schemas import torch, which this module does without
+    from opensora_kedro.config.schemas.data import DemoDataParams
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40),
@@ -134,16 +138,16 @@ class MultiShotSpec:
         return self.shots[0].fps
 
 
-def plan_multishot_videos(
-    count: int, shots: int, frames: int, size: tuple[int, int], fps: float, seed: int
-) -> list[MultiShotSpec]:
-    """``count`` videos of ``shots`` shots of ``frames`` frames each: at every cut another
-    colour, shape and direction on another background; deterministic by ``seed``."""
-    if shots > len(SHOT_BACKGROUNDS):
-        raise ValueError(f"at most {len(SHOT_BACKGROUNDS)} shots per video, got {shots}")
+def plan_multishot_videos(params: DemoDataParams) -> list[MultiShotSpec]:
+    """``multishot.count`` videos of ``multishot.shots`` shots (at most one per background of
+    :data:`SHOT_BACKGROUNDS`) of ``multishot.frames`` frames each, at the first size and frame
+    rate: at every cut another colour, shape and direction on another background;
+    deterministic by ``seed``."""
+    shots, frames, seed = params.multishot.shots, params.multishot.frames, params.seed
+    size, fps = params.sizes[0], params.fps[0]
     rng = np.random.default_rng(seed)
     videos = []
-    for index in range(count):
+    for index in range(params.multishot.count):
         colours = rng.choice(list(COLOURS), size=shots, replace=False)
         specs = tuple(
             ClipSpec(
@@ -188,22 +192,18 @@ def _combinations(held_out_every: int, moving: bool) -> list[tuple[str, str, str
     return cycle
 
 
-def plan_demo_clips(
-    num_clips: int,
-    num_images: int,
-    sizes: list[tuple[int, int]],
-    fps_choices: list[float],
-    lengths: list[int],
-    seed: int,
-    held_out_every: int = 0,
-) -> list[ClipSpec]:
+def plan_demo_clips(params: DemoDataParams) -> list[ClipSpec]:
     """Choose ``num_clips`` videos and ``num_images`` stills, deterministically by seed.
 
     Colours, shapes and directions are cycled so every rendered combination appears as
     evenly as the count allows, skipping the combinations :func:`is_held_out` keeps for the
-    evaluation; sizes, fps and lengths are drawn at random, with the first clips pinned to the
-    extremes of ``lengths`` so both always occur.
+    evaluation (``held_out_every``); sizes, fps and lengths are drawn at random from their
+    choices, with the first clips pinned to the extremes of ``lengths`` so both always occur.
     """
+    num_clips, num_images, seed = params.num_clips, params.num_images, params.seed
+    sizes, fps_choices, lengths, held_out_every = (
+        params.sizes, params.fps, params.lengths, params.held_out_every
+    )  # fmt: skip
     rng = np.random.default_rng(seed)
     cycles = {moving: _combinations(held_out_every, moving) for moving in (True, False)}
     specs = []

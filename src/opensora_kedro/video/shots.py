@@ -16,9 +16,8 @@ import logging
 import os
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -26,64 +25,41 @@ from opensora_kedro.files import write_atomic
 from opensora_kedro.video.codec import encode_mp4
 from opensora_kedro.video.decode import iter_frames
 
+if TYPE_CHECKING:  # the schemas import torch, which this module does without
+    from opensora_kedro.data.params import ShotParams
+
 logger = logging.getLogger(__name__)
 
 Range = tuple[int, int]  # frames [start, end) of a video, in decode order
 SHOT_NAME = re.compile(r"shot-\d{3}\.mp4")
 
 
-@dataclass(frozen=True)
-class ShotSettings:
-    """How shots are found and which are kept.
-
-    - ``detector``: ``"content"`` (scenedetect's ``ContentDetector``: a cut where the mean HSV
-      change between two frames exceeds ``threshold``) or ``"adaptive"`` (``AdaptiveDetector``:
-      a cut where that change exceeds ``threshold`` times its rolling average; Open-Sora v1.3's
-      choice, and the one that also sees a cut that only swaps a small object).
-    - ``threshold``: the detector's threshold; ``None`` takes its default (content 27.0,
-      adaptive 3.0).
-    - ``min_scene_frames``: scenedetect's ``min_scene_len`` (frames between two cuts, 15).
-    - ``min_seconds`` / ``max_seconds``: shot length rules (Open-Sora v1.3: 2 s and 15 s);
-      ``None`` switches a rule off.
-    - ``crf``: H.264 quality of re-encoded shots (18: visually lossless).
-    """
-
-    detector: Literal["content", "adaptive"] = "content"
-    threshold: float | None = None
-    min_scene_frames: int = 15
-    min_seconds: float | None = 2.0
-    max_seconds: float | None = 15.0
-    crf: int = 18
-
-    def __post_init__(self) -> None:
-        # Checked once at setup: a bad setting must not come back as a failure of every video.
-        if self.detector not in ("content", "adaptive"):
-            raise ValueError(f"detector must be 'content' or 'adaptive', got {self.detector!r}")
-        if self.min_scene_frames < 1 or not 0 <= self.crf <= 51:
-            raise ValueError("min_scene_frames must be >= 1 and crf in [0, 51]")
-        low, high = self.min_seconds, self.max_seconds
-        if (low is not None and low < 0) or (high is not None and high <= 0):
-            raise ValueError("min_seconds must be >= 0 and max_seconds > 0")
-        if low is not None and high is not None and low > high:
-            raise ValueError(f"min_seconds {low} is above max_seconds {high}")
-
-    @property
-    def detector_threshold(self) -> float:
-        """The threshold in use: ``threshold`` or the chosen detector's default."""
-        if self.threshold is not None:
-            return self.threshold
-        return 27.0 if self.detector == "content" else 3.0
+# The settings stored with each video's shots (``shot_settings``): a video keeps its cuts
+# while they are unchanged.
+SHOT_SETTINGS = ("detector", "threshold", "min_scene_frames", "min_seconds", "max_seconds", "crf")
 
 
-def _make_detector(settings: ShotSettings):
+def detector_threshold(params: ShotParams) -> float:
+    """The threshold in use: ``threshold`` or the chosen detector's default (content 27.0,
+    adaptive 3.0)."""
+    if params.threshold is not None:
+        return params.threshold
+    return 27.0 if params.detector == "content" else 3.0
+
+
+def _make_detector(params: ShotParams):
+    """scenedetect's ``ContentDetector`` (a cut where the mean HSV change between two frames
+    exceeds the threshold) or ``AdaptiveDetector`` (a cut where that change exceeds the
+    threshold times its rolling average; Open-Sora v1.3's choice, and the one that also sees a
+    cut that only swaps a small object), ``min_scene_frames`` apart at least."""
     from scenedetect import AdaptiveDetector, ContentDetector
 
-    if settings.detector == "content":
+    if params.detector == "content":
         return ContentDetector(
-            threshold=settings.detector_threshold, min_scene_len=settings.min_scene_frames
+            threshold=detector_threshold(params), min_scene_len=params.min_scene_frames
         )
     return AdaptiveDetector(
-        adaptive_threshold=settings.detector_threshold, min_scene_len=settings.min_scene_frames
+        adaptive_threshold=detector_threshold(params), min_scene_len=params.min_scene_frames
     )
 
 
@@ -111,7 +87,7 @@ def _recording_stream():
     return RecordingStream
 
 
-def detect_shots(path: str | os.PathLike, settings: ShotSettings) -> tuple[list[Range], float]:
+def detect_shots(path: str | os.PathLike, params: ShotParams) -> tuple[list[Range], float]:
     """Shot ranges ``[start, end)`` in decode order covering every decodable frame, and the fps.
 
     A video without a cut is one range over all its frames. scenedetect numbers frames by
@@ -122,7 +98,7 @@ def detect_shots(path: str | os.PathLike, settings: ShotSettings) -> tuple[list[
 
     video = _recording_stream()(str(path))
     manager = SceneManager()
-    manager.add_detector(_make_detector(settings))
+    manager.add_detector(_make_detector(params))
     manager.detect_scenes(video)
     numbers = video.frame_numbers
     if not numbers:
@@ -139,7 +115,7 @@ def detect_shots(path: str | os.PathLike, settings: ShotSettings) -> tuple[list[
 
 
 def apply_length_rules(
-    ranges: list[Range], fps: float, settings: ShotSettings
+    ranges: list[Range], fps: float, params: ShotParams
 ) -> tuple[list[Range], list[tuple[Range, str]]]:
     """Open-Sora v1.3's length rules (tools/scene_cut/cut.py, ``split_video``): a shot shorter
     than ``min_seconds`` is dropped (``shot_too_short``); a shot longer than ``max_seconds``
@@ -152,11 +128,11 @@ def apply_length_rules(
     """
     if fps <= 0:
         raise ValueError(f"fps must be positive, got {fps}")
-    max_frames = None if settings.max_seconds is None else round(fps * settings.max_seconds)
+    max_frames = None if params.max_seconds is None else round(fps * params.max_seconds)
     kept: list[Range] = []
     dropped: list[tuple[Range, str]] = []
     for start, end in ranges:
-        if settings.min_seconds is not None and (end - start) / fps < settings.min_seconds:
+        if params.min_seconds is not None and (end - start) / fps < params.min_seconds:
             dropped.append(((start, end), "shot_too_short"))
         elif max_frames is not None and end - start > max_frames:
             kept.append((start, start + max_frames))
@@ -218,12 +194,12 @@ def cut_shot(
     cut_shots(source, [((start, end), Path(destination))], fps, crf)
 
 
-def _drop_detail(shot_range: Range, reason: str, fps: float, settings: ShotSettings) -> str:
+def _drop_detail(shot_range: Range, reason: str, fps: float, params: ShotParams) -> str:
     seconds = (shot_range[1] - shot_range[0]) / fps
     if reason == "shot_too_short":
-        return f"{seconds:.2f} s shot is under min_seconds {settings.min_seconds}"
+        return f"{seconds:.2f} s shot is under min_seconds {params.min_seconds}"
     if reason == "shot_too_long":
-        return f"{seconds:.2f} s past max_seconds {settings.max_seconds} of a longer shot"
+        return f"{seconds:.2f} s past max_seconds {params.max_seconds} of a longer shot"
     return f"frames {shot_range[0]} to {shot_range[1] - 1} did not decode"
 
 
@@ -248,8 +224,8 @@ class ShotSplitter:
 
     uses_model = False
 
-    def __init__(self, settings: ShotSettings, output_dir: str | os.PathLike) -> None:
-        self.settings = settings
+    def __init__(self, params: ShotParams, output_dir: str | os.PathLike) -> None:
+        self.params = params
         self.output_dir = Path(output_dir)
 
     def __call__(self, rows: list[dict]) -> list[dict]:
@@ -261,10 +237,10 @@ class ShotSplitter:
         if stated <= 1:
             return _still(path, row.get("fps"))
         try:
-            ranges, fps = detect_shots(path, self.settings)
+            ranges, fps = detect_shots(path, self.params)
         except Exception as error:  # noqa: BLE001 - one broken file must not stop the run
             return _failure(path, "shot_detection_failed", error)
-        kept, dropped = apply_length_rules(ranges, fps, self.settings)
+        kept, dropped = apply_length_rules(ranges, fps, self.params)
         decoded = ranges[-1][1]
         if decoded < stated:  # decoding gave up at a damaged stretch: record what is lost
             dropped.append(((decoded, stated), "undecodable_frames"))
@@ -278,7 +254,7 @@ class ShotSplitter:
             "path": path,
             "shots": shots,
             "dropped": [{"start_frame": start, "end_frame": end, "reason": reason,
-                         "detail": _drop_detail((start, end), reason, fps, self.settings)}
+                         "detail": _drop_detail((start, end), reason, fps, self.params)}
                         for (start, end), reason in dropped],
         }  # fmt: skip
 
@@ -301,7 +277,7 @@ class ShotSplitter:
             planned = [(r, str(folder / f"shot-{index[r[0]]:03d}.mp4")) for r in kept]
             to_cut = [(r, Path(clip)) for r, clip in planned]
             try:
-                cut_shots(path, to_cut, fps, self.settings.crf)
+                cut_shots(path, to_cut, fps, self.params.crf)
             except BaseException:
                 for _, clip in to_cut:  # no half-cut source: its finished shots go too
                     clip.unlink(missing_ok=True)

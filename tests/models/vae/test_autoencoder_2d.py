@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from opensora_kedro.models.vae.loading import load_autoencoder
+from opensora_kedro.models.vae.loading import load_image_autoencoder
 from opensora_kedro.models.vae.registry import build_vae
 
 TINY = dict(ch=8, ch_mult=(1, 2), num_res_blocks=1, norm_groups=4, latent_channels=4,
@@ -122,7 +122,7 @@ def test_matches_a_plain_computation_and_loads_from_open_soras_parameters(tmp_pa
               "resolution": 256, "in_channels": 3, "ch": 8, "out_ch": 3, "ch_mult": [1, 2],
               "num_res_blocks": 1, "z_channels": 4, "scale_factor": 0.5, "shift_factor": 0.1}  # fmt: skip
     # Open-Sora's img_flux_ae parameter names; the tiny type only for its GroupNorm groups
-    loaded = load_autoencoder({**params, "type": "tiny_autoencoder_2d"})
+    loaded = load_image_autoencoder({**params, "type": "tiny_autoencoder_2d"})
     x = torch.rand(2, 3, 3, 8, 8) * 2 - 1  # two clips of three frames
     frames = x.permute(0, 2, 1, 3, 4).flatten(0, 1)
     with torch.no_grad():

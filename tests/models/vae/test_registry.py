@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from opensora_kedro.config.schemas.common import VaeType
+from opensora_kedro.models.params import VaeType
 from opensora_kedro.models.vae import (
     DCAE,
     VAE_REGISTRY,

@@ -7,7 +7,7 @@ import pytest
 from kedro.runner import SequentialRunner
 
 from opensora_kedro.captioning.tiny_vlm import build_tiny_vlm
-from opensora_kedro.data import dedup, motion_table, video_table
+from opensora_kedro.data import dedup, motion_table, scan
 from opensora_kedro.pipelines.data_processing import create_pipeline
 from opensora_kedro.quality.tiny_models import build_tiny_aesthetic_head, build_tiny_clip
 from opensora_kedro.video.codec import encode_mp4
@@ -74,7 +74,7 @@ def _record_calls(monkeypatch) -> dict:
 
         monkeypatch.setattr(owner, name, wrapped)
 
-    spy(video_table, "_probe_row", "scan", True)
+    spy(scan, "_probe_row", "scan", True)
     spy(ShotSplitter, "__call__", "shots", False)
     spy(dedup, "_hash_row", "dedup", True)
     spy(motion_table, "_score_row", "motion", True)

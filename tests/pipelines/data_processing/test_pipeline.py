@@ -5,10 +5,12 @@ import pytest
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
+from opensora_kedro.config.schemas.data import DataProcessingParams, DemoDataParams
 from opensora_kedro.datasets.run_dir import RunDirectoryDataset
 from opensora_kedro.datasets.video_folder import VideoFolderDataset
 from opensora_kedro.datasets.video_table import VideoTableDataset
 from opensora_kedro.pipelines.data_processing import create_pipeline
+from opensora_kedro.training.params import VideoDatasetParams
 from tests.conftest import corrupt_media_data, gradient_frames, write_audio, write_video
 
 
@@ -56,25 +58,26 @@ def test_bad_inputs_are_recorded_and_the_run_completes(tmp_path):
     )
 
 
-PARAMS = {
-    "data_processing.engine": "local",
-    "data_processing.ray": {"address": None, "workers": 2, "gpus_per_model_worker": 0,
-                            "runtime_env": {}},
-    "data_processing.scan": {"workers": 2, "check_frames": 2},
-    "data_processing.shots": {"enabled": False, "detector": "adaptive", "threshold": None,
-                              "min_scene_frames": 15, "min_seconds": 2.0, "max_seconds": 15.0,
-                              "crf": 18, "inherit_caption": False, "workers": 2},
-    "data_processing.dedup": {"enabled": False, "method": "dhash", "frames": 3, "max_distance": 3,
-                              "workers": 2},
-    "data_processing.motion": {"variant": "integer", "edge_rule": "3.2", "workers": 2},
-    "data_processing.captioning": {"enabled": False, "overwrite": False},
-    "data_processing.quality": {"enabled": False},
-    "data_processing.filter": {"min_frames": 2, "remove_duplicate_paths": True,
-                               "remove_empty_captions": True},
-    "diffusion_stage1.dataset": {"fps_max": 24, "vmaf": True},
+# The data_processing group (the captioner's and the quality scorer's models are unused: off).
+DATA = {
+    "engine": "local",
+    "ray": {"address": None, "workers": 2, "gpus_per_model_worker": 0, "runtime_env": {}},
+    "scan": {"workers": 2, "check_frames": 2},
+    "shots": {"enabled": False, "detector": "adaptive", "threshold": None, "min_scene_frames": 15,
+              "min_seconds": 2.0, "max_seconds": 15.0, "crf": 18, "inherit_caption": False,
+              "workers": 2},
+    "dedup": {"enabled": False, "method": "dhash", "frames": 3, "max_distance": 3, "workers": 2},
+    "motion": {"variant": "integer", "edge_rule": "3.2", "workers": 2},
+    "captioning": {"enabled": False, "overwrite": False, "model": "unused"},
+    "quality": {"enabled": False, "clip_model": "unused"},
+    "filter": {"min_frames": 2, "remove_duplicate_paths": True, "remove_empty_captions": True},
+}  # fmt: skip
+# The training stage's settings the pipeline reads, as the hook hands them to the nodes.
+STAGE = {
+    "diffusion_stage1.dataset": VideoDatasetParams(fps_max=24, vmaf=True),
     "diffusion_stage1.bucket_config": {"64px": {1: (1.0, 1), 9: (1.0, 1)}},
     "diffusion_stage1.seed": 0,
-}  # fmt: skip
+}
 # Tables kept from run to run (each read back as `<name>_previous`), and other saved outputs.
 KEPT = ["video_meta", "video_shots", "video_hashes", "motion_scores", "clip_captions",
         "quality_scores"]  # fmt: skip
@@ -93,11 +96,11 @@ def _catalog(raw, captions, out=None, **overrides):
     ``raw``); ``overrides`` update parameter groups (``shots={...}``, ``engine="ray"``)."""
     out = out or raw.parent / "tables"
     shots = str(out / "shots")
-    params = {name: dict(value) if isinstance(value, dict) else value
-              for name, value in PARAMS.items()}  # fmt: skip
-    for group, value in overrides.items():
-        name = f"data_processing.{group}"
-        params[name] = {**params[name], **value} if isinstance(value, dict) else value
+    assert set(overrides) <= set(DATA), overrides
+    data = {group: {**value, **overrides.get(group, {})} if isinstance(value, dict)
+            else overrides.get(group, value) for group, value in DATA.items()}  # fmt: skip
+    typed = DataProcessingParams.model_validate(data)
+    params = {f"data_processing.{group}": getattr(typed, group) for group in DATA} | STAGE
     datasets = {f"params:{name}": MemoryDataset(value) for name, value in params.items()}
 
     def table(name: str, **kwargs) -> VideoTableDataset:
@@ -122,12 +125,12 @@ def _catalog(raw, captions, out=None, **overrides):
 
 
 def test_rerun_processes_only_added_and_changed_clips(tmp_path, monkeypatch):
-    from opensora_kedro.data import motion_table, video_table
+    from opensora_kedro.data import motion_table, scan
 
     calls = {"probe": [], "motion": []}
-    probe, motion = video_table.probe_video, motion_table.motion_score
+    probe, motion = scan.probe_video, motion_table.motion_score
     monkeypatch.setattr(
-        video_table, "probe_video", lambda p, **k: calls["probe"].append(p) or probe(p, **k)
+        scan, "probe_video", lambda p, **k: calls["probe"].append(p) or probe(p, **k)
     )
     monkeypatch.setattr(
         motion_table, "motion_score", lambda p, c: calls["motion"].append(p) or motion(p, c)
@@ -193,7 +196,7 @@ def test_ray_and_local_engines_make_the_same_tables(tmp_path):
     raw = tmp_path / "raw"
     demo = {"num_clips": 8, "num_images": 2, "sizes": [[32, 32]], "fps": [12, 24],
             "lengths": [5, 9], "seed": 3, "crf": 20}  # fmt: skip
-    files, captions = render_clips(plan_clips(demo), crf=20)
+    files, captions = render_clips(plan_clips(DemoDataParams.model_validate(demo)), crf=20)
     VideoFolderDataset(str(raw)).save(files)
     (raw / "zero.mp4").touch()
     (raw / "text.mp4").write_text("definitely not a video\n")

@@ -4,6 +4,7 @@ import pandas as pd
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
+from opensora_kedro.config.schemas.data import DemoDataParams
 from opensora_kedro.datasets.video_folder import VideoFolderDataset
 from opensora_kedro.pipelines.demo_data import create_pipeline
 from opensora_kedro.video.decode import read_frames
@@ -17,10 +18,11 @@ PARAMS = {
 
 
 def _run(tmp_path, params=PARAMS):
+    typed = DemoDataParams.model_validate(params)  # what the hook hands the nodes
     catalog = DataCatalog(
         {
-            "params:demo_data": MemoryDataset(params),
-            "params:demo_data.crf": MemoryDataset(PARAMS["crf"]),
+            "params:demo_data": MemoryDataset(typed),
+            "params:demo_data.crf": MemoryDataset(typed.crf),
             "raw_videos": VideoFolderDataset(str(tmp_path / "videos")),
             "raw_captions": MemoryDataset(),
         }

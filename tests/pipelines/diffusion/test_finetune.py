@@ -7,10 +7,13 @@ from kedro.runner import SequentialRunner
 from safetensors.torch import load_file
 
 from opensora_kedro.datasets.embedding_cache import EmbeddingCacheDataset
+from opensora_kedro.datasets.handover import HandoverTableDataset
 from opensora_kedro.datasets.model_dir import ModelDirDataset
 from opensora_kedro.datasets.run_dir import RunDirectoryDataset
 from opensora_kedro.models.mmdit_loading import load_mmdit
-from opensora_kedro.pipelines.diffusion_finetune import create_pipeline
+from opensora_kedro.models.params import MMDiTParams
+from opensora_kedro.pipelines.diffusion_stage import stage_pipeline
+from tests.pipelines.conftest import INPROCESS
 
 STAGE = "diffusion_finetune"
 
@@ -29,18 +32,19 @@ def _run(chain, **lora):
         "training_table": MemoryDataset(chain.table),
         "text_embeddings": EmbeddingCacheDataset(str(root / "text_embeddings")),
         "vae_model": ModelDirDataset(str(root / "vae")),
-        "params:launcher": MemoryDataset({"type": "inprocess"}),
+        "params:launcher": MemoryDataset(INPROCESS),
         f"params:{STAGE}": MemoryDataset(params),
+        f"{STAGE}.job_table": HandoverTableDataset(str(chain.job_table(STAGE))),
         f"{STAGE}.run_dir": RunDirectoryDataset(str(root / f"{STAGE}_training")),
         f"{STAGE}.model": ModelDirDataset(str(root / STAGE)),
     })  # fmt: skip
-    SequentialRunner().run(create_pipeline(), catalog)
+    SequentialRunner().run(stage_pipeline(STAGE), catalog)
     return params
 
 
-def _sample_inputs(model: dict):
+def _sample_inputs(model: MMDiTParams):
     g = torch.Generator().manual_seed(0)
-    channels = model["in_channels"] // model["patch_size"] ** 2  # conf/local's latent channels
+    channels = model.in_channels // model.patch_size**2  # conf/local's latent channels
     return (torch.randn(1, channels, 1, 4, 4, generator=g), torch.randn(1, 3, 64, generator=g),
             torch.randn(1, 64, generator=g), torch.rand(1, generator=g))  # fmt: skip
 
@@ -48,7 +52,7 @@ def _sample_inputs(model: dict):
 def test_finetune_trains_adapters_on_the_pretrained_weights(trained_chain):
     root = trained_chain.root
     params = _run(trained_chain)
-    assert params["ema_decay"] is None and params["lora"]["r"] == 4
+    assert params.ema_decay is None and params.lora.r == 4
     folder = root / STAGE
     assert (folder / "lora" / "adapter_model.safetensors").is_file()
     base, parent = (
@@ -62,12 +66,14 @@ def test_finetune_trains_adapters_on_the_pretrained_weights(trained_chain):
     checkpoint = root / f"{STAGE}_training" / "checkpoints" / "step-00000002"
     assert all("lora_" in k for k in load_file(str(checkpoint / "model.safetensors")))
 
-    model_params = {**params["model"], "from_pretrained": str(folder)}
+    model_params = params.model.model_copy(update={"from_pretrained": str(folder)})
     with torch.no_grad():
         tuned = load_mmdit(model_params)(
             *_sample_inputs(model_params)
         )  # base + lora/, as inference loads
-        plain = load_mmdit({**model_params, "from_pretrained": str(folder / "model.safetensors")})
+        plain = load_mmdit(
+            model_params.model_copy(update={"from_pretrained": str(folder / "model.safetensors")})
+        )
         assert (tuned - plain(*_sample_inputs(model_params))).abs().max() > 0
 
     # again with merge: resumes at the last checkpoint (nothing left to train), exports merged

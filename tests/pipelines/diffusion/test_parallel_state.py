@@ -7,30 +7,33 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from opensora_kedro.data.clip_batches import split_holdout
+from opensora_kedro.data.holdout import split_holdout
+from opensora_kedro.datasets.handover import HandoverTableDataset
+from opensora_kedro.runtime.launcher import launch, make_job_spec
+from opensora_kedro.runtime.params import LauncherParams
 from opensora_kedro.training import diffusion_job
-from opensora_kedro.training.launcher import launch, make_job_spec
 
 STAGE = "diffusion_stage1"
-ONE = {"type": "inprocess"}
-TWO = {
-    "type": "colossalai", "nproc_per_node": 2, "nnodes": 1, "node_rank": 0, "hostfile": None,
-    "master_addr": "127.0.0.1", "master_port": 29500, "rdzv_timeout_s": 120, "backend": "gloo",
-}  # fmt: skip
+ONE = LauncherParams(type="inprocess")
+TWO = LauncherParams(
+    type="colossalai", nproc_per_node=2, nnodes=1, node_rank=0, hostfile=None,
+    master_addr="127.0.0.1", master_port=29500, rdzv_timeout_s=120, backend="gloo",
+)  # fmt: skip
 SP2 = {"tp_size": 1, "pp_size": 1, "sp_size": 2, "zero_stage": 0,
        "enable_sequence_parallelism": True, "sequence_parallelism_mode": "all_to_all"}  # fmt: skip
 
 
-def _train(chain, name: str, launcher: dict, **params) -> dict:
-    world = {"launcher": {k: launcher[k] for k in ("type", "nproc_per_node") if k in launcher}}
+def _train(chain, name: str, launcher: LauncherParams, **params) -> dict:
+    world = {"launcher": {"type": launcher.type, "nproc_per_node": launcher.nproc_per_node}}
     # No cosine decay: its length is max_steps, which the interrupted run shortens.
     settings = {"max_steps": 3, "ckpt_every": 1, "use_cosine_scheduler": False, **params}
     stage = chain.params({STAGE: settings, **world})[STAGE]
-    train, _ = split_holdout(chain.table, stage["eval"]["holdout_fraction"])
-    spec = make_job_spec(diffusion_job.run, {**stage, "name": STAGE},
-                         str(chain.root / name), train)  # fmt: skip
-    spec.inputs.update(text_embeddings=str(chain.root / "text_embeddings"),
-                       vae_model=str(chain.root / "vae"))  # fmt: skip
+    train, _ = split_holdout(chain.table, stage.eval.holdout_fraction)
+    table = chain.root / f"{name}_job_table.parquet"  # as the stage's hand-over node writes it
+    HandoverTableDataset(str(table)).save(train)
+    inputs = {"training_table": str(table), "text_embeddings": str(chain.root / "text_embeddings"),
+              "vae_model": str(chain.root / "vae")}  # fmt: skip
+    spec = make_job_spec(diffusion_job.run, stage, str(chain.root / name), inputs, name=STAGE)
     return launch(spec, launcher)
 
 

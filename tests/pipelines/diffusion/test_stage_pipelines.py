@@ -6,7 +6,7 @@ from kedro.io import DataCatalog
 from kedro.runner import SequentialRunner
 from safetensors.torch import load_file
 
-from opensora_kedro.data.clip_batches import split_holdout
+from opensora_kedro.data.holdout import split_holdout
 from opensora_kedro.pipelines.diffusion_stage import stage_pipeline
 from opensora_kedro.training.diffusion_job import DiffusionTask
 from tests.pipelines.conftest import STAGES
@@ -28,7 +28,8 @@ def test_stages_chain_from_their_parents(trained_chain):
 
 
 def test_stage_training_never_sees_the_held_out_clips(trained_chain):
-    trained = trained_chain.root / "diffusion_stage1_training" / "training_table.parquet"
+    # what the stage's hand-over node gave its job to train on
+    trained = trained_chain.job_table("diffusion_stage1")
     paths = set(pd.read_parquet(trained)["path"])
     _, held = split_holdout(trained_chain.table, 0.3)
     assert len(held) > 0 and not paths & set(held["path"])
@@ -41,17 +42,22 @@ def test_stage_pipelines_are_namespaced_instances():
         "params:diffusion_stage2_i2v", "params:launcher", "diffusion_stage2_i2v.run_dir",
     }  # fmt: skip
     assert pipeline.outputs() == {"diffusion_stage2_i2v.model"}
+    # the training rows reach the job through the stage's hand-over dataset
+    assert "diffusion_stage2_i2v.job_table" in pipeline.all_outputs()
     assert stage_pipeline("diffusion_image").inputs() >= {"params:diffusion_image"}
 
 
 def test_caption_dropout_uses_the_cached_null_embeddings(chain):
     root, table, params = chain.root, chain.table, chain.params()
     paths = {"text_embeddings": str(root / "text_embeddings"), "vae_model": str(root / "vae")}
-    always = {**params["diffusion_stage1"], "dropout_ratio": {"t5": 1.0, "clip": 1.0}}
+    always = params["diffusion_stage1"].model_copy(
+        update={"dropout_ratio": {"t5": 1.0, "clip": 1.0}}
+    )
     task = DiffusionTask(always, table, paths)
     t5, clip = task._text([0, 1], torch.device("cpu"))
     assert torch.equal(t5[1], task.text.null("t5")) and torch.equal(clip[0], task.text.null("clip"))
-    never = DiffusionTask({**always, "dropout_ratio": {"t5": 0.0, "clip": 0.0}}, table, paths)
+    never = always.model_copy(update={"dropout_ratio": {"t5": 0.0, "clip": 0.0}})
+    never = DiffusionTask(never, table, paths)
     t5, _ = never._text([0], torch.device("cpu"))
     assert torch.equal(t5[0], task.text.lookup([table.loc[0, "caption_hash"]], "t5")[0])
 
@@ -68,11 +74,16 @@ def _epoch(task, model, data, epoch: int) -> list[float]:
 def test_cached_latents_train_like_encoding_and_hit_from_the_second_epoch(chain, tmp_path):
     root, table = chain.root, chain.table
     paths = {"text_embeddings": str(root / "text_embeddings"), "vae_model": str(root / "vae")}
-    stage = {**chain.params()["diffusion_image"], "log_every": 1}
-    stage["bucket_config"] = {"96px": {1: [1.0, 1], 9: [1.0, 1]}}  # every clip, every epoch
-    cached = {**stage, "dataset": {**stage["dataset"], "type": "cached_video_text",
-                                   "latent_cache_dir": str(tmp_path)}}  # fmt: skip
-    plain = {**stage, "dataset": {**stage["dataset"], "type": "video_text"}}
+    stage = chain.params()["diffusion_image"].model_copy(
+        # every clip, every epoch
+        update={"log_every": 1, "bucket_config": {"96px": {1: (1.0, 1), 9: (1.0, 1)}}}
+    )
+    cached = stage.model_copy(update={"dataset": stage.dataset.model_copy(
+        update={"type": "cached_video_text", "latent_cache_dir": str(tmp_path)}
+    )})  # fmt: skip
+    plain = stage.model_copy(
+        update={"dataset": stage.dataset.model_copy(update={"type": "video_text"})}
+    )
     losses = {}
     for name, stage_params in (("plain", plain), ("cached", cached)):
         task = DiffusionTask(stage_params, table, paths)

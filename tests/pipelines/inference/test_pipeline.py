@@ -1,14 +1,21 @@
 """The ``inference`` pipeline on the tiny trained chain: prompts in, mp4 + txt out."""
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
+from opensora_kedro.config.errors import ConfigError
+from opensora_kedro.config.resolve import resolve_parameters
 from opensora_kedro.data.training_table import typical_motion_score
+from opensora_kedro.datasets.handover import HandoverTableDataset
 from opensora_kedro.pipelines.inference import create_pipeline
 from opensora_kedro.pipelines.inference.nodes import collect_prompts
 from opensora_kedro.video.decode import read_frames
+from tests.config.conftest import CPU, project_layers
+from tests.pipelines.conftest import INPROCESS
 
 FAST = {"sampling_option": {"num_steps": 2}}
 
@@ -19,8 +26,9 @@ def run_inference(chain, inference: dict, out_dir, table=None) -> pd.DataFrame:
         {
             "params:inference": MemoryDataset(params),
             "training_table_if_any": MemoryDataset(chain.table if table is None else table),
-            "params:launcher": MemoryDataset({"type": "inprocess"}),
+            "params:launcher": MemoryDataset(INPROCESS),
             "model_output_dir": MemoryDataset(str(out_dir)),
+            "inference_plan": HandoverTableDataset(str(Path(out_dir) / "inference_plan.parquet")),
             "inference_samples": MemoryDataset(),
         }
     )
@@ -70,12 +78,18 @@ def test_t2i2v_runs_end_to_end_in_env_local(trained_chain, tmp_path):
     assert read_frames(samples.loc[0, "video"]).shape[0] == 9
 
 
+def _inference(params: dict):
+    return resolve_parameters(project_layers("local", {"inference": params}), CPU)
+
+
 def test_without_prompts_the_error_says_how_to_give_them():
+    params = _inference({"prompt": None, "prompt_csv": None}).models["inference"]
     with pytest.raises(ValueError, match="inference.prompt"):
-        collect_prompts({"prompt": None, "prompt_csv": None})
+        collect_prompts(params)
 
 
 def test_a_prompt_and_a_prompt_csv_together_are_refused():
-    # never one silently dropped (issue 15): the config layer keeps the --params one
-    with pytest.raises(ValueError, match="both set"):
-        collect_prompts({"prompt": "a cat", "prompt_csv": "prompts.csv"})
+    # never one silently dropped (issue 15): the config layer keeps the --params one, and
+    # refuses both given together, so no node ever sees both
+    with pytest.raises(ConfigError, match="both set"):
+        _inference({"prompt": "a cat", "prompt_csv": "prompts.csv"})

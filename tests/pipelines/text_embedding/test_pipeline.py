@@ -7,6 +7,7 @@ from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 from kedro_datasets.json import JSONDataset
 
+from opensora_kedro.config.schemas.text import TextEmbeddingParams
 from opensora_kedro.datasets.embedding_cache import EmbeddingCacheDataset
 from opensora_kedro.hashing import caption_hash
 from opensora_kedro.pipelines.text_embedding import create_pipeline
@@ -37,7 +38,7 @@ def _run(root, captions, params):
     catalog = DataCatalog(
         {
             "training_table": MemoryDataset(table),
-            "params:text_embedding": MemoryDataset(params),
+            "params:text_embedding": MemoryDataset(TextEmbeddingParams.model_validate(params)),
             "text_embeddings_previous": EmbeddingCacheDataset(cache),
             "text_embeddings": EmbeddingCacheDataset(cache),
             # On disk: the runner releases data held in memory once consumed.

@@ -9,12 +9,14 @@ from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
 from opensora_kedro.config.schemas.vae import VaeTrainingParams
-from opensora_kedro.data.clip_batches import split_holdout
+from opensora_kedro.data.holdout import split_holdout
+from opensora_kedro.datasets.handover import HandoverTableDataset
 from opensora_kedro.datasets.model_dir import ModelDirDataset
 from opensora_kedro.datasets.run_dir import RunDirectoryDataset
 from opensora_kedro.evaluation.vae import evaluate_reconstruction
-from opensora_kedro.models.vae.loading import load_autoencoder
+from opensora_kedro.models.vae.loading import load_exported_autoencoder
 from opensora_kedro.pipelines.vae_training import create_pipeline
+from opensora_kedro.runtime.params import LauncherParams
 from opensora_kedro.training.vae_job import latent_statistics
 from tests.conftest import demo_training_table
 
@@ -40,7 +42,7 @@ def _params(**overrides):
         "vae_loss_config": {"perceptual_loss_weight": 0.0, "kl_loss_weight": 1e-6},
         "eval": {"holdout_fraction": 0.3, "max_clips": 2, "images": 1},
     }  # fmt: skip
-    return VaeTrainingParams.model_validate({**raw, **overrides}).model_dump()
+    return VaeTrainingParams.model_validate({**raw, **overrides})
 
 
 def _catalog(tmp_path, table, params):
@@ -48,7 +50,8 @@ def _catalog(tmp_path, table, params):
         {
             "training_table": MemoryDataset(table),
             "params:vae_training": MemoryDataset(params),
-            "params:launcher": MemoryDataset({"type": "inprocess"}),
+            "params:launcher": MemoryDataset(LauncherParams(type="inprocess")),
+            "vae_job_table": HandoverTableDataset(str(tmp_path / "job_table.parquet")),
             "vae_run_dir": RunDirectoryDataset(str(tmp_path / "run")),
             "vae_model": ModelDirDataset(str(tmp_path / "vae")),
         }
@@ -62,8 +65,10 @@ def test_trains_exports_and_evaluates(tmp_path, table):
     exported = json.loads((tmp_path / "vae" / "config.json").read_text())["config"]
     assert exported["scaling_factor"] > 0 and exported["scaling_factor"] != 1.0
     # the export's scale and shift are the training clips' latent statistics
-    vae = load_autoencoder({"from_pretrained": str(tmp_path / "vae")})
+    vae = load_exported_autoencoder(tmp_path / "vae")
     train, _ = split_holdout(table, 0.3)
+    # the job trained on exactly the training split, handed over as a file
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "job_table.parquet"), train)
     stats = latent_statistics(vae, train, _params(), max_clips=32)
     assert stats["mean"] == pytest.approx(exported["shift_factor"], abs=1e-5)
     assert stats["std"] == pytest.approx(1 / exported["scaling_factor"], rel=1e-5)

@@ -1,4 +1,5 @@
-"""Pydantic schemas of every parameter group, and the registry that maps group names to them."""
+"""The schema of every parameter group, composed of the parameter classes each library package
+owns (``<package>/params.py``), and the registry that maps group names to them."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ from opensora_kedro.config.schemas.data import DataProcessingParams, DemoDataPar
 from opensora_kedro.config.schemas.diffusion import DiffusionStageParams
 from opensora_kedro.config.schemas.evaluation import EvaluationParams
 from opensora_kedro.config.schemas.inference import InferenceParams
-from opensora_kedro.config.schemas.launcher import LauncherParams
 from opensora_kedro.config.schemas.text import TextEmbeddingParams
 from opensora_kedro.config.schemas.vae import VaeTrainingParams
+from opensora_kedro.runtime.params import LauncherParams
 
 # Exact group names, then prefixes (a stage or preset family shares one schema).
 GROUPS: dict[str, type[BaseModel]] = {

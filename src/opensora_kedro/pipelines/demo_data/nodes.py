@@ -6,6 +6,7 @@ import logging
 
 import pandas as pd
 
+from opensora_kedro.config.schemas.data import DemoDataParams
 from opensora_kedro.video.codec import encode_image, encode_mp4
 from opensora_kedro.video.render import (
     ClipSpec,
@@ -19,31 +20,10 @@ from opensora_kedro.video.render import (
 logger = logging.getLogger(__name__)
 
 
-def plan_clips(params: dict) -> list[ClipSpec | MultiShotSpec]:
+def plan_clips(params: DemoDataParams) -> list[ClipSpec | MultiShotSpec]:
     """The clips to render, chosen deterministically from ``params`` (parameters_demo_data.yml):
     captioned clips, then uncaptioned multi-shot videos."""
-    multishot = params.get("multishot") or {}
-    videos = plan_multishot_videos(
-        count=multishot.get("count", 0),
-        shots=multishot.get("shots", 3),
-        frames=multishot.get("frames", 12),
-        size=tuple(params["sizes"][0]),
-        fps=float(params["fps"][0]),
-        seed=params["seed"],
-    )
-    return [*_captioned_clips(params), *videos]
-
-
-def _captioned_clips(params: dict) -> list[ClipSpec]:
-    return plan_demo_clips(
-        num_clips=params["num_clips"],
-        num_images=params["num_images"],
-        sizes=[tuple(size) for size in params["sizes"]],
-        fps_choices=params["fps"],
-        lengths=params["lengths"],
-        seed=params["seed"],
-        held_out_every=params.get("held_out_every", 0),
-    )
+    return [*plan_demo_clips(params), *plan_multishot_videos(params)]
 
 
 def render_clips(

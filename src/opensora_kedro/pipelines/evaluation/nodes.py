@@ -11,7 +11,11 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from opensora_kedro.data.clip_batches import split_holdout
+from opensora_kedro.config.schemas.diffusion import DiffusionStageParams
+from opensora_kedro.config.schemas.evaluation import EvaluationParams
+from opensora_kedro.config.schemas.inference import InferenceParams
+from opensora_kedro.config.schemas.vae import VaeTrainingParams
+from opensora_kedro.data.holdout import split_holdout
 from opensora_kedro.evaluation.diffusion_loss import bucket_losses, diffusion_eval_loss
 from opensora_kedro.evaluation.prompt_following import (
     CHANCE,
@@ -21,11 +25,12 @@ from opensora_kedro.evaluation.prompt_following import (
 )
 from opensora_kedro.evaluation.report import animated_gif, contact_sheet, markdown_report
 from opensora_kedro.evaluation.vae import evaluate_reconstruction
+from opensora_kedro.models.loading import load_generation_models
 from opensora_kedro.models.mmdit_loading import load_mmdit
 from opensora_kedro.models.vae.loading import load_autoencoder
-from opensora_kedro.sampling.generate import SamplingSettings, generate
-from opensora_kedro.sampling.loading import load_generation_models
+from opensora_kedro.sampling.generate import generate
 from opensora_kedro.sampling.prompts import resolve_motion_score
+from opensora_kedro.sampling.settings import SamplingSettings
 from opensora_kedro.text.cache import EmbeddingCache
 
 logger = logging.getLogger(__name__)
@@ -47,60 +52,71 @@ def evaluate_diffusion_loss(
     vae_dir: str,
     text: EmbeddingCache,
     table: pd.DataFrame,
-    stage: dict,
-    params: dict,
+    stage: DiffusionStageParams,
+    params: EvaluationParams,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Open-Sora v1.3's evaluation loss of the stage's model on the clips its training held
     out: per bucket, at ``loss.num_timesteps`` evenly spaced t."""
-    _, held = split_holdout(table, stage["eval"]["holdout_fraction"])
-    held = held.head(params["loss"]["max_clips"])
-    model = load_mmdit({**stage["model"], "from_pretrained": _trained(model_dir)})
-    vae = load_autoencoder({**stage["ae"], "from_pretrained": vae_dir})
-    losses, summary = diffusion_eval_loss(
-        model, vae, text, held, stage, params["loss"]["num_timesteps"]
-    )
+    _, held = split_holdout(table, stage.eval.holdout_fraction)
+    held = held.head(params.loss.max_clips)
+    model = load_mmdit(stage.model.model_copy(update={"from_pretrained": _trained(model_dir)}))
+    vae = load_autoencoder(stage.ae.model_copy(update={"from_pretrained": vae_dir}))
+    losses, summary = diffusion_eval_loss(model, vae, text, held, stage, params.loss.num_timesteps)
     return losses, {"table": bucket_losses(losses).to_dict("records"), **summary}
 
 
-def evaluate_vae_reconstruction(vae_dir: str, table: pd.DataFrame, vae: dict) -> dict[str, float]:
+def evaluate_vae_reconstruction(
+    vae_dir: str, table: pd.DataFrame, vae: VaeTrainingParams
+) -> dict[str, float]:
     """PSNR / SSIM of the trained autoencoder on the clips its training held out."""
     metrics, _ = evaluate_reconstruction(vae_dir, table, vae)
     return metrics
 
 
 def _generation_params(
-    inference: dict, model_dir: str, vae_dir: str, params: dict, table: pd.DataFrame
-) -> dict:
+    inference: InferenceParams,
+    model_dir: str,
+    vae_dir: str,
+    params: EvaluationParams,
+    table: pd.DataFrame,
+) -> InferenceParams:
     """The inference preset, pointed at the evaluated models, with the evaluation's overrides
     (``motion_score: auto`` read from the training table)."""
-    options = params["prompt_following"]
-    sampling = {**inference["sampling_option"], **(options["sampling"] or {})}
-    return {**inference, "sampling_option": sampling, "batch_size": options["batch_size"],
-            "motion_score": resolve_motion_score(inference["motion_score"], table),
-            "model": {**inference["model"], "from_pretrained": model_dir},
-            "ae": {**inference["ae"], "from_pretrained": vae_dir}}  # fmt: skip
+    options = params.prompt_following
+    # Validated as sampling_option values by the schema.
+    sampling = inference.sampling_option.model_copy(update=options.sampling or {})
+    return inference.model_copy(update={
+        "sampling_option": sampling, "batch_size": options.batch_size,
+        "motion_score": resolve_motion_score(inference.motion_score, table),
+        "model": inference.model.model_copy(update={"from_pretrained": model_dir}),
+        "ae": inference.ae.model_copy(update={"from_pretrained": vae_dir}),
+    })  # fmt: skip
 
 
 def evaluate_prompt_following(
-    model_dir: str, vae_dir: str, table: pd.DataFrame, params: dict, inference: dict
+    model_dir: str,
+    vae_dir: str,
+    table: pd.DataFrame,
+    params: EvaluationParams,
+    inference: InferenceParams,
 ) -> tuple[pd.DataFrame, dict[str, float], Image.Image, bytes]:
     """Generate clips for demo-grammar prompts of combinations the training captions lack
     (unseen) and of trained ones (seen), and measure their colour and motion direction from
     the pixels against the prompt."""
-    options = params["prompt_following"]
+    options = params.prompt_following
     asked = evaluation_prompts(
-        table["text"], options["num_unseen_prompts"], options["num_seen_prompts"], options["seed"]
+        table["text"], options.num_unseen_prompts, options.num_seen_prompts, options.seed
     )
     prompts = asked["prompt"].tolist()
     generation = _generation_params(inference, _trained(model_dir), vae_dir, params, table)
-    settings = SamplingSettings.from_params(generation)
+    settings = SamplingSettings.from_inference(generation)
     models = load_generation_models(generation)
     seeds = [settings.seed + i for i in range(len(prompts))]
     with torch.inference_mode():
         videos = generate(models.model, models.vae, models.encoders, prompts, settings, seeds)
     results, summary = prompt_following(videos, prompts, asked["seen"].tolist())
     labels = [result_label(row) for row in results.to_dict("records")]
-    sheet = Image.fromarray(contact_sheet(videos, labels, frames_per_clip=options["frames_shown"]))
+    sheet = Image.fromarray(contact_sheet(videos, labels, frames_per_clip=options.frames_shown))
     return results, summary, sheet, animated_gif(videos, labels, fps=settings.fps_save / 3)
 
 

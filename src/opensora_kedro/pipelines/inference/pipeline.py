@@ -2,6 +2,8 @@
 
 from kedro.pipeline import Node, Pipeline
 
+from opensora_kedro.sampling.inference_job import sample_plan
+
 from .nodes import collect_prompts, generate_videos, settle_inference_params
 
 
@@ -16,9 +18,16 @@ def create_pipeline(**kwargs) -> Pipeline:
                 "inference_settings",
                 name="settle_inference_params",
             ),
+            # The plan reaches the job's workers as a file (a hand-over dataset).
+            Node(
+                sample_plan,
+                ["inference_prompts", "inference_settings"],
+                "inference_plan",
+                name="plan_samples",
+            ),
             Node(
                 generate_videos,
-                ["inference_prompts", "inference_settings", "params:launcher", "model_output_dir"],
+                ["inference_plan", "inference_settings", "params:launcher", "model_output_dir"],
                 "inference_samples",
                 name="generate_videos",
             ),

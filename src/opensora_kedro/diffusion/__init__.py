@@ -1,0 +1,2 @@
+"""Rectified flow: the noising, timesteps and loss training uses, and the denoising loop
+(guidance, conditioning) sampling runs."""
