@@ -240,13 +240,14 @@ def test_viz_opens_every_pipeline_without_page_errors_in_a_browser(project):
                 page.on("pageerror", lambda error: errors.append(str(error)))
                 page.goto(f"http://127.0.0.1:{server.server_address[1]}/?pid={pipeline}")
                 page.wait_for_selector(".pipeline-node", timeout=60_000)
-                nodes = page.locator(".pipeline-node")
-                for index in range(nodes.count()):
-                    box = nodes.nth(index).bounding_box()
+                # The nodes drawn now: a click may re-lay the graph out and redraw fewer, so
+                # each is asked where it is (None once it is gone), not looked up by position.
+                for node in page.locator(".pipeline-node").element_handles():
+                    box = node.bounding_box()
                     if box and 0 <= box["x"] < 1550 and 0 <= box["y"] < 950:
                         # A DOM click event: the graph re-lays itself out after a click, so
                         # a pointer click may find the next node moved off screen.
-                        nodes.nth(index).dispatch_event("click")
+                        node.dispatch_event("click")
                 context.close()  # an open page keeps animating: on 2 cores the next one starves
                 assert not errors, f"{pipeline}: {errors}"
             browser.close()
