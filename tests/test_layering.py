@@ -4,7 +4,7 @@ the config loader, CLI, settings, hooks, registry) may import it (issue 16)."""
 import subprocess
 import sys
 
-FRAMEWORK = ("pipelines", "datasets", "config.loader", "cli", "settings", "hooks", "context",
+FRAMEWORK = ("pipelines", "datasets", "config.loader", "cli", "settings", "hooks",
              "pipeline_registry", "__main__")  # fmt: skip
 
 SCRIPT = f"""

@@ -4,13 +4,14 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
+from kedro.framework.context import KedroContext
 from kedro.logging import RichHandler
 from rich.console import Console
 
 from opensora_kedro.config.loader import ProjectConfigLoader
 from opensora_kedro.console import quiet_known_warnings
-from opensora_kedro.context import ProjectContext
 from opensora_kedro.hooks import ProjectHooks, TrackingHooks
 
 # Telemetry would try the network, which a cluster node or CI machine may not have.
@@ -42,6 +43,23 @@ def _console() -> None:
 
 
 _console()
+
+
+class ProjectContext(KedroContext):
+    """Kedro's context, its parameters validated once, by the project's config loader.
+
+    Kedro 1.7 would validate every pydantic-annotated ``params:`` input of the registered
+    pipelines a second time and put the models into the catalog (failing where a group and a
+    key inside it are both inputs). Here the catalog keeps the plain values, which
+    kedro-mlflow logs key by key and kedro viz shows, and the project hooks hand each node the
+    typed model (``ProjectHooks.before_node_run``).
+    """
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The resolved parameters (envs, ``--params``, inheritance and ``auto`` applied)."""
+        return self.config_loader["parameters"]
+
 
 # Parameters come out merged, inherited (stages), hardware-resolved and validated, once.
 CONFIG_LOADER_CLASS = ProjectConfigLoader
